@@ -1,0 +1,101 @@
+// The shape of config/hearth.toml, validated with zod. Strict objects everywhere: an unknown
+// key is an error (a typo must not silently fall back to a default).
+import { z } from 'zod';
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 };
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "25MB", "512k" or a plain number of bytes. */
+export const byteSize = z.union([z.number(), z.string()]).transform((value, ctx) => {
+    const text = String(value);
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
+    const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
+    if (!m || unit === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a size: write a number of bytes or e.g. "25MB", "512KB"` });
+      return z.NEVER;
+    }
+    return Math.round(Number(m[1]) * unit);
+  });
+
+/** "30s", "5m", "4h", "5d" or a plain number of milliseconds. */
+export const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
+    const text = typeof value === 'number' ? `${value}ms` : value;
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/.exec(text);
+    if (!m) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration: write e.g. "30s", "5m", "4h" or "5d"` });
+      return z.NEVER;
+    }
+    return Math.round(Number(m[1]) * DURATION_UNITS[m[2]]);
+  });
+
+/** "127.0.0.1:2525", "[::1]:2525", "0.0.0.0:25" or ":25" (all addresses). */
+export const listenAddress = z.string().transform((text, ctx) => {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]*)):(\d{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[3]) : -1;
+  if (!m || port < 0 || port > 65535) {
+    ctx.addIssue({ code: 'custom', message: `"${text}" is not host:port: write e.g. "127.0.0.1:2525", "[::1]:993" or ":25"` });
+    return z.NEVER;
+  }
+  return { host: m[1] ?? (m[2] || '::'), port };
+});
+export type ListenAddress = { host: string; port: number };
+
+export const TLS_MODES = ['plain', 'starttls', 'implicit'] as const;
+export type TlsMode = (typeof TLS_MODES)[number];
+
+const listener = z.strictObject({
+  listen: listenAddress,
+  tls: z.enum(TLS_MODES),
+  enabled: z.boolean().default(true),
+});
+export type ListenerConfig = z.infer<typeof listener>;
+
+const domainName = z.string().regex(/^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i, 'is not a domain name (letters, digits, hyphens and dots)').transform((d) => d.toLowerCase());
+
+export const SERVICES = ['smtp', 'submission', 'submissions', 'imap', 'imaps', 'pop3', 'pop3s', 'http'] as const;
+export type ServiceName = (typeof SERVICES)[number];
+
+export const ConfigSchema = z.strictObject({
+  /** The name this server gives itself in greetings and Received: headers. */
+  hostname: domainName,
+  /** Domains whose mail is delivered here. */
+  domains: z.array(domainName).min(1, 'name at least one local domain'),
+  /** Where Maildirs, the queue and indexes live; relative paths are relative to the config folder. */
+  data_dir: z.string().min(1).default('../maildir'),
+  log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Flush message files and folders to disk before acknowledging (keep on outside benchmarks of unsafe setups). */
+  fsync: z.boolean().default(true),
+  tls: z
+    .strictObject({
+      cert: z.string().default('tls/cert.pem'),
+      key: z.string().default('tls/key.pem'),
+    })
+    .prefault({}),
+  listeners: z.strictObject(Object.fromEntries(SERVICES.map((s) => [s, listener.optional()])) as Record<ServiceName, z.ZodOptional<typeof listener>>).prefault({}),
+  auth: z
+    .strictObject({
+      /** Allow passwords over unencrypted connections: never, only from loopback, or always. */
+      plaintext: z.enum(['never', 'loopback', 'always']).default('loopback'),
+    })
+    .prefault({}),
+  limits: z
+    .strictObject({
+      message_size: byteSize.prefault(25 * 1024 * 1024),
+      recipients: z.number().int().min(1).default(100),
+      line_length: byteSize.prefault(4096),
+      connections_per_ip: z.number().int().min(1).default(20),
+      connections: z.number().int().min(1).default(500),
+    })
+    .prefault({}),
+  timeouts: z
+    .strictObject({
+      smtp_idle: duration.prefault('5m'),
+      pop3_idle: duration.prefault('10m'),
+      imap_idle: duration.prefault('30m'),
+      imap_login: duration.prefault('1m'),
+      shutdown_grace: duration.prefault('10s'),
+    })
+    .prefault({}),
+});
+
+export type HearthConfig = z.output<typeof ConfigSchema>;
