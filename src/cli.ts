@@ -1,0 +1,198 @@
+// The `hearth` command: serve, check, and user management. Every command has --help, says
+// what went wrong and how to fix it, and exits non-zero on failure. Passwords come from a
+// prompt or standard input, never from the command line (it would land in shell history
+// and in `ps`).
+import { join, resolve } from 'node:path';
+import { Command, CommanderError } from 'commander';
+import { controlRequest } from './core/control.ts';
+import { HearthError } from './core/errors.ts';
+import { loadConfig } from './config/load.ts';
+import { ensureDefaultConfig } from './config/defaults.ts';
+import { UsersFile } from './config/users.ts';
+
+const EXIT_USAGE = 2;
+
+function configDirOf(opts: { config?: string }): string {
+  return resolve(opts.config ?? process.env.HEARTH_CONFIG ?? 'config');
+}
+
+async function readPassword(opts: { passwordStdin?: boolean }, prompt: string): Promise<string> {
+  if (opts.passwordStdin) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+    if (!password) throw new HearthError('CLI_NO_PASSWORD', 'standard input was empty: pipe the password in, e.g. `printf %s "$PW" | hearth user add me@example.org --password-stdin`');
+    return password;
+  }
+  if (!process.stdin.isTTY) {
+    throw new HearthError('CLI_NO_TTY', 'no terminal to ask for the password: pass it on standard input with --password-stdin');
+  }
+  const { password, isCancel } = await import('@clack/prompts');
+  const first = await password({ message: prompt, validate: (v) => (v && v.length >= 8 ? undefined : 'use at least 8 characters') });
+  if (isCancel(first)) throw new HearthError('CLI_CANCELLED', 'cancelled');
+  const again = await password({ message: 'Repeat it' });
+  if (isCancel(again) || again !== first) throw new HearthError('CLI_MISMATCH', 'the two passwords differ; nothing changed');
+  return first;
+}
+
+/** Tell a running server that users changed, so it does not wait for the file watcher. */
+async function nudgeServer(configDir: string): Promise<void> {
+  try {
+    const { dataDir } = await loadConfig(configDir);
+    await controlRequest(join(dataDir, 'hearth.sock'), 'users-changed', {}, 3_000);
+  } catch {
+    // Not running, or config unreadable: the file watcher (or the next start) picks it up.
+  }
+}
+
+export function buildCli(): Command {
+  const program = new Command('hearth')
+    .description('hearth: a personal mail server (SMTP, Maildir, IMAP, POP3, webmail) on one event loop')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureHelp({ showGlobalOptions: true });
+
+  program
+    .command('serve')
+    .description('run the mail server; with no config, writes an embedded default for domain localhost first')
+    .option('-c, --config <dir>', 'config folder (default: $HEARTH_CONFIG or ./config)')
+    .action(async (opts: { config?: string }) => {
+      const configDir = configDirOf(opts);
+      const setup = await ensureDefaultConfig(configDir);
+      if (setup.created) {
+        process.stderr.write(
+          `\nhearth wrote a default configuration to ${configDir}\n` +
+            (setup.address ? `First user: ${setup.address}\nPassword:   ${setup.password}\n(shown once; change it with \`hearth user passwd ${setup.address}\`)\n\n` : '\n'),
+        );
+      }
+      const { startHearth } = await import('./main.ts');
+      const running = await startHearth({ configDir });
+      let signals = 0;
+      const stop = (signal: string) => {
+        signals += 1;
+        if (signals > 1) {
+          running.log.warn({ signal }, 'second signal: exiting now');
+          process.exit(1);
+        }
+        running.log.info({ signal }, 'signal received');
+        void running.close().then(() => process.exit(0));
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+
+  program
+    .command('check')
+    .description('validate the configuration, users and aliases; exit 1 with the problems if any')
+    .option('-c, --config <dir>', 'config folder (default: $HEARTH_CONFIG or ./config)')
+    .action(async (opts: { config?: string }) => {
+      const configDir = configDirOf(opts);
+      const loaded = await loadConfig(configDir);
+      const { Directory } = await import('./config/directory.ts');
+      const problems: string[] = [];
+      const { silentLogger } = await import('./core/log.ts');
+      const dir = await Directory.open({ configDir, domains: loaded.config.domains, log: silentLogger(), watch: false });
+      problems.push(...dir.problems());
+      dir.close();
+      if (problems.length) {
+        process.stderr.write(`${problems.join('\n')}\n`);
+        process.exitCode = 1;
+        return;
+      }
+      process.stdout.write(`${loaded.file}: OK (${loaded.config.domains.join(', ')})\n`);
+    });
+
+  const user = program.command('user').description('manage mail users (config/users, Dovecot passwd-file format)');
+  const usersFile = async (opts: { config?: string }) => new UsersFile(join(configDirOf(opts), 'users'));
+
+  user
+    .command('add')
+    .description('add a user; asks for the password, or reads it from standard input')
+    .argument('<address>', 'the mail address, e.g. me@example.org')
+    .option('-c, --config <dir>', 'config folder')
+    .option('--password-stdin', 'read the password from standard input')
+    .action(async (address: string, opts: { config?: string; passwordStdin?: boolean }) => {
+      const file = await usersFile(opts);
+      const password = await readPassword(opts, `Password for ${address}`);
+      await file.add(address, password);
+      await nudgeServer(configDirOf(opts));
+      process.stdout.write(`added ${address.toLowerCase()}\n`);
+    });
+
+  user
+    .command('passwd')
+    .description("change a user's password")
+    .argument('<address>', 'the mail address')
+    .option('-c, --config <dir>', 'config folder')
+    .option('--password-stdin', 'read the password from standard input')
+    .action(async (address: string, opts: { config?: string; passwordStdin?: boolean }) => {
+      const file = await usersFile(opts);
+      const password = await readPassword(opts, `New password for ${address}`);
+      await file.setPassword(address, password);
+      await nudgeServer(configDirOf(opts));
+      process.stdout.write(`password changed for ${address.toLowerCase()}\n`);
+    });
+
+  user
+    .command('del')
+    .alias('remove')
+    .description('remove a user (their mail stays on disk)')
+    .argument('<address>', 'the mail address')
+    .option('-c, --config <dir>', 'config folder')
+    .action(async (address: string, opts: { config?: string }) => {
+      const file = await usersFile(opts);
+      await file.remove(address);
+      await nudgeServer(configDirOf(opts));
+      process.stdout.write(`removed ${address.toLowerCase()} (mail stays on disk)\n`);
+    });
+
+  user
+    .command('list')
+    .description('list users')
+    .option('-c, --config <dir>', 'config folder')
+    .option('--json', 'print JSON')
+    .action(async (opts: { config?: string; json?: boolean }) => {
+      const file = await usersFile(opts);
+      const users = await file.list();
+      if (opts.json) process.stdout.write(JSON.stringify(users.map((u) => ({ address: u.address, scheme: /^\{([^}]+)\}/.exec(u.hash)?.[1] ?? 'unknown' })), null, 2) + '\n');
+      else process.stdout.write(users.length ? users.map((u) => u.address).join('\n') + '\n' : 'no users yet: add one with `hearth user add ADDRESS`\n');
+    });
+
+  program
+    .command('status')
+    .description('ask the running server how it is')
+    .option('-c, --config <dir>', 'config folder')
+    .option('--json', 'print JSON')
+    .action(async (opts: { config?: string; json?: boolean }) => {
+      const { dataDir } = await loadConfig(configDirOf(opts));
+      const status = (await controlRequest(join(dataDir, 'hearth.sock'), 'status')) as { pid: number; uptime: number; endpoints: Array<{ service: string; host: string; port: number; tls: string }> };
+      if (opts.json) {
+        process.stdout.write(JSON.stringify(status, null, 2) + '\n');
+        return;
+      }
+      process.stdout.write(`running, pid ${status.pid}, up ${status.uptime}s\n`);
+      for (const e of status.endpoints) process.stdout.write(`  ${e.service.padEnd(12)} ${e.host}:${e.port} (${e.tls})\n`);
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildCli();
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? 0 : EXIT_USAGE;
+      return;
+    }
+    if (err instanceof HearthError) {
+      process.stderr.write(`hearth: ${err.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    throw err;
+  }
+}
+
+if (import.meta.main) await main(process.argv);

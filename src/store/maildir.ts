@@ -1,0 +1,460 @@
+// The Maildir++ store is in charge of mail at rest: where each mailbox and folder lives on disk,
+// delivering a message into one or more of them durably (the qmail tmp/ -> new/ protocol, DESIGN
+// invariant 1), listing what a folder holds, and sweeping stale tmp/ files. It knows nothing of
+// SMTP, IMAP or POP3: it deals in mailboxes, folders, flags and files, and it is the only code
+// that touches paths under the data root.
+//
+// Layout (readable by mutt and Dovecot):
+//   <root>/<domain>/<user>/{cur,new,tmp}            INBOX
+//   <root>/<domain>/<user>/.Sent/{cur,new,tmp}      folder "Sent" (+ empty `maildirfolder` file)
+//   <root>/<domain>/<user>/.Lists.foo/...           folder "Lists/foo"
+// File names: <secs>.M<usec>P<pid>Q<counter>R<random hex>.<host>,S=<size>[:2,<flags>]
+import { randomBytes } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { silentLogger } from '../core/log.ts';
+import type { Logger } from '../core/log.ts';
+import { nodeStoreIo } from './io.ts';
+import type { StoreIo } from './io.ts';
+import { StoreError, assertSafeName, escapeHostname, folderDirName, isInbox, normalizeFlags } from './names.ts';
+
+export { StoreError, assertSafeName } from './names.ts';
+export type { StoreErrorCode } from './names.ts';
+export { nodeStoreIo } from './io.ts';
+export type { StoreIo } from './io.ts';
+
+export type MailboxRef = { user: string; domain: string };
+export type DeliveryTarget = MailboxRef & { folder?: string };
+export type DeliveredFile = { target: DeliveryTarget; path: string; name: string; size: number };
+export type MessageEntry = { name: string; path: string; dir: 'new' | 'cur'; size: number; flags: string };
+export type DeliverOptions = { flags?: string; signal?: AbortSignal; mtime?: Date };
+export type StoreOptions = { root: string; hostname?: string; fsync?: boolean; log?: Logger; io?: Partial<StoreIo>; clock?: () => number };
+
+/** Created with the INBOX, as most clients expect them (RFC 6154 roles). */
+export const SPECIAL_FOLDERS = ['Sent', 'Drafts', 'Trash', 'Junk', 'Archive'] as const;
+
+/** The Maildir spec's rule: a tmp/ file untouched for 36 hours is debris from a failed delivery. */
+export const TMP_MAX_AGE_MS = 36 * 3600 * 1000;
+
+// Small chunks from a socket are gathered up to this size before one write(2).
+const WRITE_BATCH_BYTES = 64 * 1024;
+
+// Per process, not per store, so two stores in one process never share a Q number.
+let deliveryCounter = 0;
+
+type Resolved = { target: Required<DeliveryTarget>; dir: string; inboxDir: string; isSub: boolean };
+type DirSync = { running: Promise<void> | undefined; next: Promise<void> | undefined };
+
+const noop = (): void => {};
+const errCode = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
+const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+function abortError(signal: AbortSignal): StoreError {
+  return new StoreError('STORE_ABORTED', 'delivery aborted', { cause: signal.reason });
+}
+
+export class MaildirStore {
+  readonly root: string;
+  readonly #host: string;
+  readonly #fsync: boolean;
+  readonly #log: Logger;
+  readonly #io: StoreIo;
+  readonly #clock: () => number;
+  /** Maildirs known to exist with cur/new/tmp: the fast path skips mkdir entirely. */
+  readonly #ready = new Set<string>();
+  readonly #creating = new Map<string, Promise<void>>();
+  readonly #dirSyncs = new Map<string, DirSync>();
+
+  constructor(opts: StoreOptions) {
+    this.root = path.resolve(opts.root);
+    this.#host = escapeHostname(opts.hostname ?? os.hostname());
+    this.#fsync = opts.fsync ?? true;
+    this.#log = (opts.log ?? silentLogger()).child({ svc: 'store' });
+    this.#io = { ...nodeStoreIo, ...opts.io };
+    this.#clock = opts.clock ?? Date.now;
+  }
+
+  /** Where a folder lives. Names are lower-cased (user, domain) and checked; throws STORE_BAD_NAME. */
+  maildirPath(box: MailboxRef, folder?: string): string {
+    return this.#resolve({ ...box, folder }).dir;
+  }
+
+  /**
+   * Create the folder's maildir if missing (cur/ new/ tmp/, plus `maildirfolder` for a Maildir++
+   * subfolder) and return its path. The INBOX is always created first, and with it the special
+   * folders, so a new mailbox looks the same to every client.
+   */
+  async ensureMaildir(box: MailboxRef, folder?: string): Promise<string> {
+    const r = this.#resolve({ ...box, folder });
+    await this.#ensureResolved(r);
+    return r.dir;
+  }
+
+  /**
+   * Deliver one message to every target: one write to tmp/ of the first target, fsync, a hard link
+   * into new/ (or cur/ with `:2,<flags>` when `flags` is given) of each, an fsync of each
+   * destination directory, then the tmp/ file is removed. Resolves only once the message is
+   * durable everywhere; on any failure no link made by this call stays and the tmp file is gone.
+   * Returns one entry per target, in order (duplicate targets share the one file).
+   *
+   * Throws StoreError: STORE_BAD_NAME (nothing touched), STORE_ABORTED (signal, or `content`
+   * threw: that error is the `cause`), STORE_IO (file system fault: the errno error is the `cause`).
+   */
+  async deliver(targets: DeliveryTarget[], content: Uint8Array | string | AsyncIterable<Uint8Array>, opts: DeliverOptions = {}): Promise<DeliveredFile[]> {
+    if (targets.length === 0) throw new TypeError('deliver() needs at least one target');
+    const resolved = targets.map((t) => this.#resolve(t));
+    const flags = opts.flags === undefined ? undefined : normalizeFlags(opts.flags);
+    const sub = flags === undefined ? 'new' : 'cur';
+    const info = flags === undefined ? '' : `:2,${flags}`;
+    const distinct = [...new Map(resolved.map((r) => [r.dir, r])).values()];
+    const { signal, mtime } = opts;
+
+    let tmpPath: string | undefined;
+    const links: string[] = [];
+    const copies: string[] = [];
+    let name = '';
+    let size = 0;
+    try {
+      if (signal?.aborted) throw abortError(signal);
+      for (const r of distinct) if (!this.#ready.has(r.dir)) await this.#ensureResolved(r);
+
+      const base = this.#uniqueName();
+      const first = distinct[0];
+      const candidate = path.join(first.dir, 'tmp', base);
+      const fd = await this.#retryIfVanished(first, () => this.#io.open(candidate, 'wx', 0o600));
+      tmpPath = candidate;
+      try {
+        size = await this.#writeContent(fd, content, signal);
+        if (mtime) await this.#io.futimes(fd, mtime, mtime);
+        if (this.#fsync) await this.#io.fsync(fd);
+      } catch (err) {
+        await this.#io.close(fd).catch(noop);
+        throw err;
+      }
+      await this.#io.close(fd);
+      if (signal?.aborted) throw abortError(signal);
+
+      // Past this point the content is durable in tmp/; only linking and directory syncs remain.
+      name = `${base},S=${size}${info}`;
+      for (const r of distinct) {
+        const dest = path.join(r.dir, sub, name);
+        await this.#linkInto(tmpPath, dest, r, mtime, copies);
+        links.push(dest);
+      }
+      if (this.#fsync) await Promise.all(distinct.map((r) => this.#syncDir(path.join(r.dir, sub))));
+    } catch (err) {
+      await this.#removeAll([...links, ...copies, ...(tmpPath ? [tmpPath] : [])]);
+      const failure =
+        err instanceof StoreError ? err : new StoreError('STORE_IO', `delivery failed: ${errText(err)}`, { cause: err });
+      this.#log.warn({ code: failure.code, cause: errText(failure.cause), targets: resolved.length }, 'delivery rolled back');
+      throw failure;
+    }
+
+    // Delivered: a tmp/ file left behind is harmless (cleanTmp removes it), so this cannot fail the delivery.
+    await this.#io.unlink(tmpPath).catch((err: unknown) => this.#log.warn({ path: tmpPath, err: errText(err) }, 'tmp file not removed'));
+    this.#log.debug({ name, size, targets: distinct.length }, 'delivered');
+    return resolved.map((r) => ({ target: r.target, path: path.join(r.dir, sub, name), name, size }));
+  }
+
+  /** Messages in a folder's new/ and cur/, sorted by name (delivery order). Missing folder: []. */
+  async listMessages(box: MailboxRef, folder?: string): Promise<MessageEntry[]> {
+    const dir = this.maildirPath(box, folder);
+    const out: MessageEntry[] = [];
+    for (const sub of ['new', 'cur'] as const) {
+      const names = await this.#readdir(path.join(dir, sub));
+      const entries = await Promise.all(
+        names.filter((n) => !n.startsWith('.')).map(async (name): Promise<MessageEntry | undefined> => {
+          const file = path.join(dir, sub, name);
+          const colon = name.indexOf(':');
+          const base = colon < 0 ? name : name.slice(0, colon);
+          const flags = colon >= 0 && name.startsWith('2,', colon + 1) ? name.slice(colon + 3) : '';
+          const sized = /,S=(\d+)/.exec(base);
+          let size = sized ? Number(sized[1]) : -1;
+          if (size < 0) {
+            try {
+              size = (await fsp.stat(file)).size;
+            } catch (err) {
+              if (errCode(err) === 'ENOENT') return undefined; // moved or expunged while we looked
+              throw new StoreError('STORE_IO', `cannot stat ${file}: ${errText(err)}`, { cause: err });
+            }
+          }
+          return { name, path: file, dir: sub, size, flags };
+        }),
+      );
+      for (const e of entries) if (e) out.push(e);
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /**
+   * Remove tmp/ files older than `olderThanMs` (default 36 h) in every maildir under the root;
+   * returns how many. Age is the newer of mtime and ctime, so a delivery in progress that set an
+   * old mtime (an import) is not mistaken for debris: setting mtime refreshes ctime.
+   */
+  async cleanTmp(olderThanMs: number = TMP_MAX_AGE_MS): Promise<number> {
+    const cutoff = this.#clock() - olderThanMs;
+    let removed = 0;
+    for (const domain of await this.#readdir(this.root)) {
+      if (domain.startsWith('.')) continue;
+      const domainDir = path.join(this.root, domain);
+      for (const user of await this.#readdir(domainDir)) {
+        if (user.startsWith('.')) continue;
+        const userDir = path.join(domainDir, user);
+        const folders = (await this.#readdir(userDir)).filter((n) => n.startsWith('.') && n !== '.' && n !== '..');
+        for (const maildir of [userDir, ...folders.map((f) => path.join(userDir, f))]) {
+          const tmpDir = path.join(maildir, 'tmp');
+          for (const file of await this.#readdir(tmpDir)) {
+            const full = path.join(tmpDir, file);
+            try {
+              const st = await fsp.lstat(full);
+              if (!st.isFile() || Math.max(st.mtimeMs, st.ctimeMs) >= cutoff) continue;
+              await this.#io.unlink(full);
+              removed++;
+            } catch (err) {
+              if (errCode(err) !== 'ENOENT') throw new StoreError('STORE_IO', `cannot clean ${full}: ${errText(err)}`, { cause: err });
+            }
+          }
+        }
+      }
+    }
+    if (removed > 0) this.#log.info({ removed }, 'stale tmp files removed');
+    return removed;
+  }
+
+  // --- names and paths ---
+
+  #resolve(t: DeliveryTarget): Resolved {
+    const user = typeof t.user === 'string' ? t.user.toLowerCase() : t.user;
+    const domain = typeof t.domain === 'string' ? t.domain.toLowerCase() : t.domain;
+    assertSafeName('user', user);
+    assertSafeName('domain', domain);
+    const inboxDir = path.join(this.root, domain, user);
+    if (isInbox(t.folder)) return { target: { user, domain, folder: 'INBOX' }, dir: inboxDir, inboxDir, isSub: false };
+    const folder = t.folder as string;
+    assertSafeName('folder', folder);
+    const dir = path.join(inboxDir, folderDirName(folder));
+    // Belt and braces: the checks above make this impossible, and it must stay impossible.
+    if (!dir.startsWith(this.root + path.sep)) throw new StoreError('STORE_BAD_NAME', `path escapes the store: ${JSON.stringify(folder)}`);
+    return { target: { user, domain, folder }, dir, inboxDir, isSub: true };
+  }
+
+  #uniqueName(): string {
+    const now = this.#clock();
+    const secs = Math.floor(now / 1000);
+    const usec = Math.floor((now - secs * 1000) * 1000);
+    deliveryCounter++;
+    return `${secs}.M${usec}P${process.pid}Q${deliveryCounter}R${randomBytes(8).toString('hex')}.${this.#host}`;
+  }
+
+  // --- creating maildirs ---
+
+  async #ensureResolved(r: Resolved): Promise<void> {
+    if (this.#ready.has(r.dir)) return;
+    if (!this.#ready.has(r.inboxDir)) {
+      await this.#once(r.inboxDir, async () => {
+        await this.#createMaildir(r.inboxDir, false);
+        await Promise.all(SPECIAL_FOLDERS.map((f) => this.#ensureDir(path.join(r.inboxDir, folderDirName(f)), true)));
+      });
+    }
+    if (r.isSub) await this.#ensureDir(r.dir, true);
+  }
+
+  #ensureDir(dir: string, isSub: boolean): Promise<void> {
+    if (this.#ready.has(dir)) return Promise.resolve();
+    return this.#once(dir, () => this.#createMaildir(dir, isSub));
+  }
+
+  /** Concurrent first deliveries to a new mailbox share one creation. */
+  #once(key: string, create: () => Promise<void>): Promise<void> {
+    const running = this.#creating.get(key);
+    if (running) return running;
+    const p = create()
+      .then(() => {
+        this.#ready.add(key);
+      })
+      .finally(() => this.#creating.delete(key));
+    this.#creating.set(key, p);
+    return p;
+  }
+
+  async #createMaildir(dir: string, isSub: boolean): Promise<void> {
+    try {
+      const firstCreated = await this.#io.mkdir(dir);
+      const subs = await Promise.all(['cur', 'new', 'tmp'].map((s) => this.#io.mkdir(path.join(dir, s))));
+      const created = firstCreated !== undefined || subs.some((s) => s !== undefined);
+      if (isSub) {
+        // Maildir++: marks a folder, so a Courier/Dovecot delivery agent knows it is not a root.
+        const fd = await this.#io.open(path.join(dir, 'maildirfolder'), 'a', 0o600);
+        await this.#io.close(fd);
+      }
+      if (!created) return;
+      if (this.#fsync) {
+        // New directory entries are only durable once their parents are synced, up to the root.
+        const toSync = [dir];
+        for (let d = path.dirname(dir); d.length >= this.root.length && d !== path.dirname(d); d = path.dirname(d)) toSync.push(d);
+        if (firstCreated !== undefined && !firstCreated.startsWith(this.root + path.sep)) toSync.push(path.dirname(this.root));
+        await Promise.all(toSync.map((d) => this.#syncDir(d)));
+      }
+      this.#log.info({ dir }, 'maildir created');
+    } catch (err) {
+      throw new StoreError('STORE_IO', `cannot create maildir ${dir}: ${errText(err)}`, { cause: err });
+    }
+  }
+
+  /** Run `op`; if it fails with ENOENT because a cached maildir was removed behind our back, recreate it once. */
+  async #retryIfVanished<T>(r: Resolved, op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      if (errCode(err) !== 'ENOENT') throw err;
+      this.#ready.delete(r.dir);
+      this.#ready.delete(r.inboxDir);
+      await this.#ensureResolved(r);
+      return op();
+    }
+  }
+
+  // --- delivery steps ---
+
+  async #writeContent(fd: number, content: Uint8Array | string | AsyncIterable<Uint8Array>, signal: AbortSignal | undefined): Promise<number> {
+    if (typeof content === 'string') content = Buffer.from(content, 'utf8');
+    if (content instanceof Uint8Array) {
+      await this.#writeAll(fd, content);
+      return content.byteLength;
+    }
+    const it = content[Symbol.asyncIterator]();
+    let finished = false;
+    let onAbort: (() => void) | undefined;
+    // A stalled source must not hold the delivery past an abort: race each next() with the signal.
+    const aborted = signal
+      ? new Promise<never>((_, reject) => {
+          onAbort = () => reject(abortError(signal));
+          signal.addEventListener('abort', onAbort, { once: true });
+        })
+      : undefined;
+    aborted?.catch(noop);
+    const pending: Uint8Array[] = [];
+    let pendingBytes = 0;
+    let size = 0;
+    try {
+      for (;;) {
+        if (signal?.aborted) throw abortError(signal);
+        let step: IteratorResult<Uint8Array>;
+        try {
+          const next = it.next();
+          step = aborted ? await Promise.race([next, aborted]) : await next;
+        } catch (err) {
+          if (err instanceof StoreError) throw err;
+          finished = true; // a source that threw is done; return() is not needed
+          throw new StoreError('STORE_ABORTED', `message content failed: ${errText(err)}`, { cause: err });
+        }
+        if (step.done) {
+          finished = true;
+          break;
+        }
+        const chunk: Uint8Array = typeof step.value === 'string' ? Buffer.from(step.value, 'utf8') : step.value;
+        size += chunk.byteLength;
+        pending.push(chunk);
+        pendingBytes += chunk.byteLength;
+        if (pendingBytes >= WRITE_BATCH_BYTES) {
+          await this.#writeAll(fd, pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes));
+          pending.length = 0;
+          pendingBytes = 0;
+        }
+      }
+      if (pendingBytes > 0) await this.#writeAll(fd, pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes));
+      return size;
+    } finally {
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
+      // Let the source release its resources; don't wait, it may be stuck in a read.
+      if (!finished) Promise.resolve(it.return?.()).catch(noop);
+    }
+  }
+
+  async #writeAll(fd: number, data: Uint8Array): Promise<void> {
+    for (let offset = 0; offset < data.byteLength; ) {
+      const n = await this.#io.write(fd, data, offset, data.byteLength - offset);
+      if (n <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+      offset += n;
+    }
+  }
+
+  /** Hard link into place; across filesystems (EXDEV) copy into that maildir's tmp/, sync, rename. */
+  async #linkInto(tmpPath: string, dest: string, r: Resolved, mtime: Date | undefined, copies: string[]): Promise<void> {
+    try {
+      await this.#retryIfVanished(r, () => this.#io.link(tmpPath, dest));
+      return;
+    } catch (err) {
+      if (errCode(err) !== 'EXDEV') throw err;
+    }
+    const copy = path.join(r.dir, 'tmp', this.#uniqueName());
+    copies.push(copy);
+    await this.#io.copyFile(tmpPath, copy);
+    const fd = await this.#io.open(copy, 'r');
+    try {
+      if (mtime) await this.#io.futimes(fd, mtime, mtime);
+      if (this.#fsync) await this.#io.fsync(fd);
+    } finally {
+      await this.#io.close(fd);
+    }
+    await this.#io.rename(copy, dest);
+    copies.splice(copies.indexOf(copy), 1);
+  }
+
+  /**
+   * fsync a directory, group-commit style: callers arriving while a sync of the same directory runs
+   * share the next one (which starts after their link, so it covers it). Under load this turns
+   * one fsync per delivery into one per batch.
+   */
+  #syncDir(dir: string): Promise<void> {
+    let state = this.#dirSyncs.get(dir);
+    if (state === undefined) {
+      state = { running: undefined, next: undefined };
+      this.#dirSyncs.set(dir, state);
+    }
+    const s = state;
+    const start = (): Promise<void> => {
+      const p: Promise<void> = this.#fsyncDirNow(dir).finally(() => {
+        if (s.running === p) s.running = undefined;
+        if (s.running === undefined && s.next === undefined && this.#dirSyncs.get(dir) === s) this.#dirSyncs.delete(dir);
+      });
+      s.running = p;
+      return p;
+    };
+    if (s.running === undefined) return start();
+    s.next ??= s.running.then(noop, noop).then(() => {
+      s.next = undefined;
+      return start();
+    });
+    return s.next;
+  }
+
+  async #fsyncDirNow(dir: string): Promise<void> {
+    const fd = await this.#io.open(dir, 'r');
+    try {
+      await this.#io.fsync(fd);
+    } finally {
+      await this.#io.close(fd).catch(noop);
+    }
+  }
+
+  async #removeAll(paths: string[]): Promise<void> {
+    await Promise.all(
+      paths.map((p) =>
+        this.#io.unlink(p).catch((err: unknown) => {
+          if (errCode(err) !== 'ENOENT') this.#log.error({ path: p, err: errText(err) }, 'rollback could not remove file');
+        }),
+      ),
+    );
+  }
+
+  async #readdir(dir: string): Promise<string[]> {
+    try {
+      return await fsp.readdir(dir);
+    } catch (err) {
+      if (errCode(err) === 'ENOENT' || errCode(err) === 'ENOTDIR') return [];
+      throw new StoreError('STORE_IO', `cannot read ${dir}: ${errText(err)}`, { cause: err });
+    }
+  }
+}

@@ -1,0 +1,108 @@
+// Test harness: a hearth in a temp folder, configured for loopback and ephemeral ports,
+// either in this process (startHearth) or as a child process (for kill -9 tests).
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile, readdir, readFile, cp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { ensureDefaultConfig } from '../../src/config/defaults.ts';
+import { UsersFile } from '../../src/config/users.ts';
+import { silentLogger } from '../../src/core/log.ts';
+import { startHearth } from '../../src/main.ts';
+import type { RunningHearth } from '../../src/main.ts';
+
+export const CLI = new URL('../../src/cli.ts', import.meta.url).pathname;
+
+let template: Promise<string> | undefined;
+
+/** A default config (with its TLS certificate) made once per test file, copied per test. */
+function defaultTemplate(): Promise<string> {
+  template ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hearth-template-'));
+    await ensureDefaultConfig(join(dir, 'config'), { log: silentLogger() });
+    return dir;
+  })();
+  return template;
+}
+
+export type TestSetup = { root: string; configDir: string; dataDir: string; cleanup(): Promise<void> };
+
+export async function makeSetup(opts: { users?: Record<string, string>; aliases?: string; toml?: string; fsync?: boolean } = {}): Promise<TestSetup> {
+  const root = await mkdtemp(join(tmpdir(), 'hearth-test-'));
+  const configDir = join(root, 'config');
+  await cp(join(await defaultTemplate(), 'config', 'tls'), join(configDir, 'tls'), { recursive: true });
+  await writeFile(
+    join(configDir, 'hearth.toml'),
+    `hostname = "mx.test.example"
+domains = ["example.test", "family.test"]
+data_dir = "../maildir"
+log_level = "info"
+fsync = ${opts.fsync ?? true}
+
+[listeners.smtp]
+listen = "127.0.0.1:0"
+tls = "starttls"
+
+${opts.toml ?? ''}
+`,
+  );
+  await writeFile(join(configDir, 'users'), '');
+  const users = new UsersFile(join(configDir, 'users'));
+  for (const [address, password] of Object.entries(opts.users ?? { 'alice@example.test': 'alice-password', 'bob@example.test': 'bob-password' })) {
+    await users.add(address, password);
+  }
+  await writeFile(join(configDir, 'aliases'), opts.aliases ?? 'postmaster@example.test: alice@example.test\nfamily@family.test: alice@example.test, bob@example.test\n');
+  return { root, configDir, dataDir: join(root, 'maildir'), cleanup: () => rm(root, { recursive: true, force: true }) };
+}
+
+export async function startTestHearth(setup: TestSetup): Promise<RunningHearth & { smtpPort: number }> {
+  const running = await startHearth({ configDir: setup.configDir, log: silentLogger() });
+  const smtp = running.endpoints.find((e) => e.service === 'smtp');
+  if (!smtp) throw new Error('no smtp endpoint');
+  return Object.assign(running, { smtpPort: smtp.port });
+}
+
+/** Files in a user's new/ (INBOX) folder. */
+export async function inboxFiles(dataDir: string, address: string): Promise<Array<{ name: string; content: Buffer }>> {
+  const [user, domain] = address.split('@');
+  const dir = join(dataDir, domain, user, 'new');
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  return Promise.all(names.sort().map(async (name) => ({ name, content: await readFile(join(dir, name)) })));
+}
+
+export type ChildHearth = { child: ChildProcess; smtpPort: number; exited: Promise<number | null>; logs: string[] };
+
+/** Start `hearth serve` as a child process and wait until it says where it listens. */
+export async function spawnHearth(configDir: string): Promise<ChildHearth> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', configDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: string[] = [];
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const port = await new Promise<number>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    const timer = setTimeout(() => reject(new Error(`hearth did not start: ${logs.join('\n')}`)), 20_000);
+    rl.on('line', (line) => {
+      logs.push(line);
+      try {
+        const entry = JSON.parse(line) as { service?: string; port?: number };
+        if (entry.service === 'smtp' && entry.port) {
+          clearTimeout(timer);
+          resolve(entry.port);
+        }
+      } catch {
+        // not JSON: ignore
+      }
+    });
+    child.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`hearth exited with ${code}: ${logs.join('\n')}`));
+    });
+  });
+  return { child, smtpPort: port, exited, logs };
+}
