@@ -4,6 +4,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ControlServer } from './core/control.ts';
+import { HearthError } from './core/errors.ts';
 import { createLogger } from './core/log.ts';
 import type { Logger } from './core/log.ts';
 import { Scheduler } from './core/scheduler.ts';
@@ -33,91 +34,113 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
   const loaded = await loadConfig(opts.configDir);
   const { config } = loaded;
   const log = opts.log ?? createLogger(config.log_level);
-
-  await mkdir(loaded.dataDir, { recursive: true, mode: 0o750 });
-  const store = new MaildirStore({ root: loaded.dataDir, hostname: config.hostname, fsync: config.fsync, log: log.child({ svc: 'store' }) });
-  const directory = await Directory.open({ configDir: loaded.dir, domains: config.domains, log: log.child({ svc: 'directory' }), watch: true });
-  const scheduler = new Scheduler({ log: log.child({ svc: 'scheduler' }) });
-  scheduler.start();
-  // Maildir spec: files left in tmp/ for 36 hours are debris of interrupted deliveries.
-  scheduler.every('maildir-tmp-cleanup', 6 * HOUR, async () => {
-    const removed = await store.cleanTmp(36 * HOUR);
-    if (removed > 0) log.info({ removed }, 'removed stale files from Maildir tmp/');
-  });
-
-  const tls = await readTls(loaded, log);
-  const endpoints: Endpoint[] = [];
-  const closers: Array<() => Promise<void>> = [];
-
-  const smtpListener = config.listeners.smtp;
-  if (smtpListener?.enabled) {
-    const wantsTls = smtpListener.tls !== 'plain';
-    const inbound = new InboundSmtp({
-      hostname: config.hostname,
-      log: log.child({ svc: 'smtp' }),
-      directory,
-      store,
-      tls: wantsTls && !tls ? 'plain' : smtpListener.tls,
-      key: tls?.key,
-      cert: tls?.cert,
-      maxMessageBytes: config.limits.message_size,
-      maxRecipients: config.limits.recipients,
-      connectionsPerIp: config.limits.connections_per_ip,
-      maxConnections: config.limits.connections,
-      idleTimeoutMs: config.timeouts.smtp_idle,
-      closeTimeoutMs: config.timeouts.shutdown_grace,
-    });
-    const bound = await inbound.listen(smtpListener.listen.port, smtpListener.listen.host);
-    endpoints.push({ service: 'smtp', ...bound, tls: smtpListener.tls });
-    closers.push(() => inbound.close());
-  }
-  for (const [service, listener] of Object.entries(config.listeners)) {
-    if (listener?.enabled && service !== 'smtp') log.info({ service }, `${service} is configured but not part of this version yet; skipping`);
-  }
-
-  const controlPath = join(loaded.dataDir, 'hearth.sock');
-  const control = new ControlServer(controlPath, log.child({ svc: 'control' }), {
-    status: async () => ({ pid: process.pid, uptime: Math.round(process.uptime()), endpoints, version: await version() }),
-    'users-changed': async () => {
-      await directory.reload();
-      return { reloaded: true };
-    },
-  });
-  await control.listen();
-
-  const watcher = watchConfig(loaded.dir, {
-    log: log.child({ svc: 'config' }),
-    onConfig(next) {
-      // Live-applicable settings; listener changes need a restart, so say so.
-      log.level = next.config.log_level;
-      directory.setDomains(next.config.domains);
-      log.info('configuration reloaded (listener and TLS changes take effect after a restart)');
-    },
-  });
-
-  for (const e of endpoints) log.info({ service: e.service, host: e.host, port: e.port, tls: e.tls }, `listening: ${e.service} on ${e.host}:${e.port}`);
-
-  let closing: Promise<void> | undefined;
-  return {
-    loaded,
-    log,
-    endpoints,
-    store,
-    directory,
-    controlPath,
-    close() {
-      closing ??= (async () => {
-        log.info('shutting down: no new connections, letting transactions in flight finish');
-        watcher.close();
-        await Promise.allSettled(closers.map((c) => c()));
-        await control.close();
-        await scheduler.stop();
-        directory.close();
-        log.info('stopped');
-      })();
-      return closing;
-    },
+  // Whatever has started is stopped in reverse order, on shutdown or when start-up fails half way.
+  const stoppers: Array<() => unknown> = [];
+  const stopAll = async () => {
+    for (const stop of stoppers.splice(0).reverse()) await Promise.resolve(stop()).catch((err: unknown) => log.error({ err }, 'error while stopping'));
   };
+
+  try {
+    await mkdir(loaded.dataDir, { recursive: true, mode: 0o750 });
+    const store = new MaildirStore({ root: loaded.dataDir, hostname: config.hostname, fsync: config.fsync, log: log.child({ svc: 'store' }) });
+    const directory = await Directory.open({ configDir: loaded.dir, domains: config.domains, log: log.child({ svc: 'directory' }), watch: true });
+    stoppers.push(() => directory.close());
+
+    const controlPath = join(loaded.dataDir, 'hearth.sock');
+    const endpoints: Endpoint[] = [];
+    const control = new ControlServer(controlPath, log.child({ svc: 'control' }), {
+      status: async () => ({ pid: process.pid, uptime: Math.round(process.uptime()), endpoints, version: await version() }),
+      'users-changed': async () => {
+        await directory.reload();
+        return { reloaded: true };
+      },
+    });
+    // First, so a second hearth on the same data directory stops before touching anything.
+    await control.listen();
+    stoppers.push(() => control.close());
+
+    const scheduler = new Scheduler({ log: log.child({ svc: 'scheduler' }) });
+    scheduler.start();
+    stoppers.push(() => scheduler.stop());
+    // Maildir spec: files left in tmp/ for 36 hours are debris of interrupted deliveries.
+    scheduler.every('maildir-tmp-cleanup', 6 * HOUR, async () => {
+      const removed = await store.cleanTmp(36 * HOUR);
+      if (removed > 0) log.info({ removed }, 'removed stale files from Maildir tmp/');
+    });
+
+    const tls = await readTls(loaded, log);
+    const smtpListener = config.listeners.smtp;
+    if (smtpListener?.enabled) {
+      const inbound = new InboundSmtp({
+        hostname: config.hostname,
+        log: log.child({ svc: 'smtp' }),
+        directory,
+        store,
+        tls: smtpListener.tls !== 'plain' && !tls ? 'plain' : smtpListener.tls,
+        key: tls?.key,
+        cert: tls?.cert,
+        maxMessageBytes: config.limits.message_size,
+        maxRecipients: config.limits.recipients,
+        connectionsPerIp: config.limits.connections_per_ip,
+        maxConnections: config.limits.connections,
+        idleTimeoutMs: config.timeouts.smtp_idle,
+        closeTimeoutMs: config.timeouts.shutdown_grace,
+      });
+      const bound = await listenOrExplain(() => inbound.listen(smtpListener.listen.port, smtpListener.listen.host), 'smtp', smtpListener.listen);
+      endpoints.push({ service: 'smtp', ...bound, tls: smtpListener.tls });
+      stoppers.push(() => inbound.close());
+    }
+    const notYet = Object.entries(config.listeners).filter(([service, l]) => l?.enabled && !endpoints.some((e) => e.service === service)).map(([service]) => service);
+    if (notYet.length) log.info({ services: notYet }, `configured but not part of this version yet, skipped: ${notYet.join(', ')}`);
+
+    const watcher = watchConfig(loaded.dir, {
+      log: log.child({ svc: 'config' }),
+      onConfig(next) {
+        // Live-applicable settings; listener changes need a restart, so say so.
+        log.level = next.config.log_level;
+        directory.setDomains(next.config.domains);
+        log.info('configuration reloaded (listener and TLS changes take effect after a restart)');
+      },
+    });
+    stoppers.push(() => watcher.close());
+
+    for (const e of endpoints) log.info({ service: e.service, host: e.host, port: e.port, tls: e.tls }, `listening: ${e.service} on ${e.host}:${e.port}`);
+
+    let closing: Promise<void> | undefined;
+    return {
+      loaded,
+      log,
+      endpoints,
+      store,
+      directory,
+      controlPath,
+      close() {
+        closing ??= (async () => {
+          log.info('shutting down: no new connections, letting transactions in flight finish');
+          await stopAll();
+          log.info('stopped');
+        })();
+        return closing;
+      },
+    };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+/** Turn EADDRINUSE/EACCES into an error that says which setting to change. */
+async function listenOrExplain<T>(listen: () => Promise<T>, service: string, at: { host: string; port: number }): Promise<T> {
+  try {
+    return await listen();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const where = `${at.host}:${at.port}`;
+    if (code === 'EADDRINUSE') throw new HearthError('LISTEN_IN_USE', `${service}: ${where} is already in use by another program; stop it or change listeners.${service}.listen in hearth.toml`, { cause: err });
+    if (code === 'EACCES') throw new HearthError('LISTEN_DENIED', `${service}: not allowed to listen on ${where} (ports below 1024 need privileges); use a port above 1024 or grant CAP_NET_BIND_SERVICE`, { cause: err });
+    if (code === 'EADDRNOTAVAIL') throw new HearthError('LISTEN_NO_ADDRESS', `${service}: ${at.host} is not an address of this machine; fix listeners.${service}.listen in hearth.toml`, { cause: err });
+    throw err;
+  }
 }
 
 async function readTls(loaded: LoadedConfig, log: Logger): Promise<{ key: Buffer; cert: Buffer } | undefined> {

@@ -157,6 +157,39 @@ export class MaildirStore {
     return resolved.map((r) => ({ target: r.target, path: path.join(r.dir, sub, name), name, size }));
   }
 
+  /** Whether this store fsyncs files and directories (the `fsync` option, default on). */
+  get fsyncEnabled(): boolean {
+    return this.#fsync;
+  }
+
+  /**
+   * fsync a directory under the root (group-committed with concurrent callers), or do nothing when
+   * the store runs without fsync. For the mailbox index's renames and links (flag changes, COPY).
+   */
+  async syncDirectory(dir: string): Promise<void> {
+    if (!this.#fsync) return;
+    try {
+      await this.#syncDir(dir);
+    } catch (err) {
+      throw new StoreError('STORE_IO', `cannot sync ${dir}: ${errText(err)}`, { cause: err });
+    }
+  }
+
+  /** A fresh, unique Maildir base name (no `,S=` and no `:2,` info), as `deliver` makes them. */
+  newBaseName(): string {
+    return this.#uniqueName();
+  }
+
+  /**
+   * Forget that a folder's maildir exists (after it was deleted or renamed), so the next
+   * `ensureMaildir` or `deliver` creates it again instead of trusting the cache.
+   */
+  forgetMaildir(box: MailboxRef, folder?: string): void {
+    const r = this.#resolve({ ...box, folder });
+    this.#ready.delete(r.dir);
+    if (!r.isSub) this.#ready.delete(r.inboxDir);
+  }
+
   /** Messages in a folder's new/ and cur/, sorted by name (delivery order). Missing folder: []. */
   async listMessages(box: MailboxRef, folder?: string): Promise<MessageEntry[]> {
     const dir = this.maildirPath(box, folder);

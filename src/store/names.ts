@@ -2,7 +2,17 @@
 // can become part of a path (DESIGN invariant 5: `..` or `/` in user and mailbox names).
 import { HearthError } from '../core/errors.ts';
 
-export type StoreErrorCode = 'STORE_BAD_NAME' | 'STORE_IO' | 'STORE_ABORTED';
+export type StoreErrorCode =
+  | 'STORE_BAD_NAME'
+  | 'STORE_IO'
+  | 'STORE_ABORTED'
+  // The mailbox index (mailboxes.ts):
+  | 'STORE_NO_FOLDER'
+  | 'STORE_FOLDER_EXISTS'
+  | 'STORE_HAS_CHILDREN'
+  | 'STORE_INBOX'
+  | 'STORE_BAD_FLAG'
+  | 'STORE_CLOSED';
 
 export class StoreError extends HearthError {
   declare readonly code: StoreErrorCode;

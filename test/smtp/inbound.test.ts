@@ -321,3 +321,31 @@ describe('inbound SMTP limits and lifecycle', () => {
     expect((await inboxFiles(setup.dataDir, 'alice@example.test')).filter((f) => f.content.includes('cut off'))).toHaveLength(0);
   });
 });
+
+describe('inbound SMTP and live user changes', () => {
+  it('accepts mail for a user added while the server runs, without a restart', async () => {
+    const setup = await makeSetup();
+    const hearth = await startTestHearth(setup);
+    try {
+      const c = await RawSmtp.connect(hearth.smtpPort);
+      await c.reply();
+      await c.command('EHLO client.test');
+      await c.command('MAIL FROM:<x@remote.example>');
+      expect(await c.command('RCPT TO:<newbie@example.test>')).toMatch(/^550 5\.1\.1 /);
+      const { UsersFile } = await import('../../src/config/users.ts');
+      await new UsersFile(`${setup.configDir}/users`).add('newbie@example.test', 'newbie-password');
+      // The file watcher reloads within moments; bounded wait for it.
+      let reply = '';
+      for (let i = 0; i < 100; i++) {
+        reply = await c.command('RCPT TO:<newbie@example.test>');
+        if (reply.startsWith('250')) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(reply).toMatch(/^250 /);
+      c.close();
+    } finally {
+      await hearth.close();
+      await setup.cleanup();
+    }
+  });
+});
