@@ -13,7 +13,11 @@ import type { LoadedConfig } from './config/load.ts';
 import { Directory } from './config/directory.ts';
 import { watchConfig } from './config/watch.ts';
 import { MaildirStore } from './store/maildir.ts';
+import { MailStore } from './store/mailboxes.ts';
 import { InboundSmtp } from './smtp/inbound.ts';
+import { Pop3Server } from './pop3/server.ts';
+import type { Pop3Backend } from './pop3/session.ts';
+import { LoginLimiter } from './core/login-limiter.ts';
 
 export type Endpoint = { service: string; host: string; port: number; tls: string };
 
@@ -43,6 +47,8 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
   try {
     await mkdir(loaded.dataDir, { recursive: true, mode: 0o750 });
     const store = new MaildirStore({ root: loaded.dataDir, hostname: config.hostname, fsync: config.fsync, log: log.child({ svc: 'store' }) });
+    const mail = new MailStore({ maildir: store, log: log.child({ svc: 'index' }) });
+    stoppers.push(() => mail.close());
     const directory = await Directory.open({ configDir: loaded.dir, domains: config.domains, log: log.child({ svc: 'directory' }), watch: true });
     stoppers.push(() => directory.close());
 
@@ -85,11 +91,56 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         maxConnections: config.limits.connections,
         idleTimeoutMs: config.timeouts.smtp_idle,
         closeTimeoutMs: config.timeouts.shutdown_grace,
+        // Wake IDLE sessions and POP3/IMAP views of these mailboxes at once.
+        onDelivered: (boxes) => {
+          for (const box of boxes) void mail.notifyDelivered(box);
+        },
       });
       const bound = await listenOrExplain(() => inbound.listen(smtpListener.listen.port, smtpListener.listen.host), 'smtp', smtpListener.listen);
       endpoints.push({ service: 'smtp', ...bound, tls: smtpListener.tls });
       stoppers.push(() => inbound.close());
     }
+    // One limiter for every login path, so guesses cannot be spread over protocols.
+    const limiter = new LoginLimiter({
+      maxFailuresPerAddress: config.auth.max_failures,
+      maxFailuresPerAccount: config.auth.max_failures * 3,
+      lockoutMs: config.auth.lockout,
+      windowMs: config.auth.lockout,
+      baseDelayMs: config.auth.failure_delay,
+      maxDelayMs: config.auth.max_failure_delay,
+    });
+    const mailBackend: Pop3Backend = {
+      authenticate: async (username, password) => {
+        const record = await directory.authenticate(qualify(username, config.domains), password);
+        return record ? { user: record.user, domain: record.domain } : null;
+      },
+      openMaildrop: (box) => mail.open(box),
+    };
+    for (const service of ['pop3', 'pop3s'] as const) {
+      const listener = config.listeners[service];
+      if (!listener?.enabled) continue;
+      if (listener.tls === 'implicit' && !tls) {
+        log.error({ service }, `${service} needs a TLS certificate for implicit TLS; not started`);
+        continue;
+      }
+      const server = new Pop3Server({
+        hostname: config.hostname,
+        log: log.child({ svc: service }),
+        backend: mailBackend,
+        limiter,
+        plaintext: config.auth.plaintext,
+        tls: listener.tls,
+        tlsCredentials: tls,
+        idleMs: { authorization: Math.min(60_000, config.timeouts.pop3_idle), transaction: config.timeouts.pop3_idle },
+        maxLine: config.limits.line_length,
+        connectionsPerIp: config.limits.connections_per_ip,
+        maxConnections: config.limits.connections,
+      });
+      const bound = await listenOrExplain(() => server.listen(listener.listen.port, listener.listen.host), service, listener.listen);
+      endpoints.push({ service, ...bound, tls: listener.tls });
+      stoppers.push(() => server.close());
+    }
+
     const notYet = Object.entries(config.listeners).filter(([service, l]) => l?.enabled && !endpoints.some((e) => e.service === service)).map(([service]) => service);
     if (notYet.length) log.info({ services: notYet }, `configured but not part of this version yet, skipped: ${notYet.join(', ')}`);
 
@@ -153,6 +204,11 @@ async function readTls(loaded: LoadedConfig, log: Logger): Promise<{ key: Buffer
     log.error({ err: (err as Error).message }, `cannot read the TLS certificate or key (${loaded.tlsCert}, ${loaded.tlsKey}): TLS is off until they exist; set tls.cert and tls.key in hearth.toml`);
     return undefined;
   }
+}
+
+/** A bare user name means that user in the only local domain, as Dovecot does with one domain. */
+function qualify(username: string, domains: string[]): string {
+  return username.includes('@') || domains.length !== 1 ? username : `${username}@${domains[0]}`;
 }
 
 async function version(): Promise<string> {

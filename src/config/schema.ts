@@ -76,6 +76,13 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** Allow passwords over unencrypted connections: never, only from loopback, or always. */
       plaintext: z.enum(['never', 'loopback', 'always']).default('loopback'),
+      /** Failed logins from one address (within lockout) before it is locked out. */
+      max_failures: z.number().int().min(1).default(10),
+      /** How long a locked-out address (or guessed account) must wait. */
+      lockout: duration.prefault('15m'),
+      /** Delay after a failed login; doubles with each further failure, up to max_failure_delay. */
+      failure_delay: duration.prefault('250ms'),
+      max_failure_delay: duration.prefault('8s'),
     })
     .prefault({}),
   limits: z

@@ -2,7 +2,6 @@
 // to and from Unicode, and the case-insensitive INBOX rule (RFC 3501 5.1).
 
 const AMP = 0x26;
-const DASH = 0x2d;
 // RFC 3501 5.1.3: base64 of RFC 2152 with "," in place of "/", no padding.
 const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,';
 const B64_VALUE = new Int16Array(128).fill(-1);
@@ -108,7 +107,3 @@ function encodeModifiedBase64(s: string, start: number, end: number): string {
   if (nbits > 0) out += B64[(bits << (6 - nbits)) & 0x3f];
   return out;
 }
-
-// Exported for the parser: a quick test before decoding.
-export const MUTF7_SHIFT = AMP;
-export const MUTF7_UNSHIFT = DASH;

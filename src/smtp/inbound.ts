@@ -41,6 +41,8 @@ export type InboundOptions = {
   idleTimeoutMs: number;
   /** How long in-flight transactions may run after close() before they get 421. */
   closeTimeoutMs: number;
+  /** Told after each durable delivery, so open mailbox views can show the new mail at once. */
+  onDelivered?: (boxes: MailboxRef[]) => void;
 };
 
 /** Recipients accepted for this transaction, keyed by session id. */
@@ -201,6 +203,7 @@ export class InboundSmtp {
     const started = performance.now();
     await this.#opts.store.deliver(targets, guarded(stream, guard, Buffer.from(header, 'utf8')));
     const ms = Math.round(performance.now() - started);
+    this.#opts.onDelivered?.(targets);
     this.#log.info({ cid: session.id, peer: session.remoteAddress, from: sender, rcpts: accepted.rcpts, bytes: guard.bytes, ms }, 'message delivered');
     return `2.6.0 Message accepted for delivery (${targets.length} mailbox${targets.length === 1 ? '' : 'es'})`;
   }

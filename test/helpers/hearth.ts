@@ -56,12 +56,23 @@ ${opts.toml ?? ''}
   return { root, configDir, dataDir: join(root, 'maildir'), cleanup: () => rm(root, { recursive: true, force: true }) };
 }
 
-export async function startTestHearth(setup: TestSetup): Promise<RunningHearth & { smtpPort: number }> {
+export async function startTestHearth(setup: TestSetup): Promise<RunningHearth & { smtpPort: number; port(service: string): number }> {
   const running = await startHearth({ configDir: setup.configDir, log: silentLogger() });
-  const smtp = running.endpoints.find((e) => e.service === 'smtp');
-  if (!smtp) throw new Error('no smtp endpoint');
-  return Object.assign(running, { smtpPort: smtp.port });
+  const port = (service: string): number => {
+    const e = running.endpoints.find((x) => x.service === service);
+    if (!e) throw new Error(`no ${service} endpoint`);
+    return e.port;
+  };
+  return Object.assign(running, { smtpPort: port('smtp'), port });
 }
+
+/** Listener blocks for every service built so far, on ephemeral loopback ports. */
+export const ALL_LISTENERS = ['pop3 = "starttls"', 'pop3s = "implicit"']
+  .map((line) => {
+    const [name, mode] = line.split(' = ');
+    return `[listeners.${name}]\nlisten = "127.0.0.1:0"\ntls = ${mode}\n`;
+  })
+  .join('\n');
 
 /** Files in a user's new/ (INBOX) folder. */
 export async function inboxFiles(dataDir: string, address: string): Promise<Array<{ name: string; content: Buffer }>> {

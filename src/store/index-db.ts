@@ -1,0 +1,203 @@
+// The per-user mailbox index on disk: one node:sqlite file (WAL) beside the Maildir, holding what
+// the protocols need fast and cannot read from file names: UIDVALIDITY, UIDs, MODSEQs, keywords,
+// internal dates, expunged UIDs (for QRESYNC) and subscriptions. Every call is synchronous; the
+// caller batches writes in `transaction()`. Only mailboxes.ts uses this; the Maildir stays the
+// truth, and deleting this file only costs a rebuild (with new UIDVALIDITYs).
+import { DatabaseSync } from 'node:sqlite';
+import type { StatementSync } from 'node:sqlite';
+
+export const INDEX_FILE = 'hearth-index.sqlite';
+const SCHEMA_VERSION = 1;
+
+export type FolderRow = {
+  id: number;
+  name: string;
+  uidvalidity: number;
+  uidnext: number;
+  highestmodseq: number;
+  /** Directory mtimes (ms) at the last scan, or -1 when they were too recent to trust. */
+  new_mtime: number;
+  cur_mtime: number;
+};
+
+export type MessageRow = {
+  uid: number;
+  name: string;
+  in_new: number;
+  size: number;
+  internal_date: number;
+  modseq: number;
+  /** Space-separated (keywords are IMAP atoms and have no spaces). */
+  keywords: string;
+};
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS folders (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  uidvalidity INTEGER NOT NULL,
+  uidnext INTEGER NOT NULL,
+  highestmodseq INTEGER NOT NULL,
+  new_mtime REAL NOT NULL DEFAULT -1,
+  cur_mtime REAL NOT NULL DEFAULT -1
+);
+CREATE TABLE IF NOT EXISTS messages (
+  folder_id INTEGER NOT NULL,
+  uid INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  in_new INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  internal_date INTEGER NOT NULL,
+  modseq INTEGER NOT NULL,
+  keywords TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (folder_id, uid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS expunged (
+  folder_id INTEGER NOT NULL,
+  uid INTEGER NOT NULL,
+  modseq INTEGER NOT NULL,
+  PRIMARY KEY (folder_id, uid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY) WITHOUT ROWID;
+`;
+
+export class IndexDb {
+  readonly file: string;
+  readonly #db: DatabaseSync;
+  readonly #s: Record<string, StatementSync>;
+  /** True when this open created the schema: the caller is rebuilding from the Maildir. */
+  readonly fresh: boolean;
+  #depth = 0;
+
+  constructor(file: string, opts: { durable: boolean }) {
+    this.file = file;
+    this.#db = new DatabaseSync(file);
+    try {
+      const db = this.#db;
+      db.exec('PRAGMA busy_timeout = 5000');
+      db.exec('PRAGMA journal_mode = WAL');
+      // With fsync on, a committed UID map survives a power cut: losing it could hand out a UID twice.
+      db.exec(`PRAGMA synchronous = ${opts.durable ? 'FULL' : 'NORMAL'}`);
+      const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
+      if (version !== 0 && version !== SCHEMA_VERSION) throw new Error(`index schema version ${version}, expected ${SCHEMA_VERSION}`);
+      this.fresh = version === 0;
+      if (this.fresh) {
+        db.exec('BEGIN');
+        db.exec(SCHEMA);
+        db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+        db.exec('COMMIT');
+      }
+      const p = (sql: string): StatementSync => db.prepare(sql);
+      this.#s = {
+        metaGet: p('SELECT value FROM meta WHERE key = ?'),
+        metaSet: p('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
+        folderGet: p('SELECT * FROM folders WHERE name = ?'),
+        folderAll: p('SELECT * FROM folders'),
+        folderInsert: p('INSERT INTO folders (name, uidvalidity, uidnext, highestmodseq) VALUES (?, ?, 1, 1) RETURNING id'),
+        folderCounters: p('UPDATE folders SET uidnext = ?, highestmodseq = ? WHERE id = ?'),
+        folderMtimes: p('UPDATE folders SET new_mtime = ?, cur_mtime = ? WHERE id = ?'),
+        folderRename: p('UPDATE folders SET name = ? WHERE id = ?'),
+        folderDelete: p('DELETE FROM folders WHERE id = ?'),
+        msgsDelete: p('DELETE FROM messages WHERE folder_id = ?'),
+        expsDelete: p('DELETE FROM expunged WHERE folder_id = ?'),
+        msgsLoad: p('SELECT uid, name, in_new, size, internal_date, modseq, keywords FROM messages WHERE folder_id = ? AND uid > ? ORDER BY uid LIMIT ?'),
+        msgInsert: p('INSERT INTO messages (folder_id, uid, name, in_new, size, internal_date, modseq, keywords) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+        msgUpdate: p('UPDATE messages SET name = ?, in_new = ?, modseq = ?, keywords = ? WHERE folder_id = ? AND uid = ?'),
+        msgDelete: p('DELETE FROM messages WHERE folder_id = ? AND uid = ?'),
+        expInsert: p('INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) VALUES (?, ?, ?)'),
+        expSince: p('SELECT uid FROM expunged WHERE folder_id = ? AND modseq > ? ORDER BY uid'),
+        subAll: p('SELECT name FROM subscriptions ORDER BY name'),
+        subAdd: p('INSERT OR IGNORE INTO subscriptions (name) VALUES (?)'),
+        subDelete: p('DELETE FROM subscriptions WHERE name = ?'),
+      };
+    } catch (err) {
+      this.#db.close();
+      throw err;
+    }
+  }
+
+  close(): void {
+    if (this.#db.isOpen) this.#db.close();
+  }
+
+  /** Run `fn` in one transaction (nested calls join the outer one). */
+  transaction<T>(fn: () => T): T {
+    if (this.#depth > 0) return fn();
+    this.#db.exec('BEGIN IMMEDIATE');
+    this.#depth++;
+    try {
+      const out = fn();
+      this.#db.exec('COMMIT');
+      return out;
+    } catch (err) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      throw err;
+    } finally {
+      this.#depth--;
+    }
+  }
+
+  getMeta(key: string): string | undefined {
+    return (this.#s.metaGet.get(key) as { value: string } | undefined)?.value;
+  }
+  setMeta(key: string, value: string): void {
+    this.#s.metaSet.run(key, value);
+  }
+
+  folder(name: string): FolderRow | undefined {
+    return this.#s.folderGet.get(name) as FolderRow | undefined;
+  }
+  folders(): FolderRow[] {
+    return this.#s.folderAll.all() as FolderRow[];
+  }
+  insertFolder(name: string, uidValidity: number): number {
+    return (this.#s.folderInsert.get(name, uidValidity) as { id: number }).id;
+  }
+  setCounters(folderId: number, uidNext: number, highestModseq: number): void {
+    this.#s.folderCounters.run(uidNext, highestModseq, folderId);
+  }
+  setMtimes(folderId: number, newMtime: number, curMtime: number): void {
+    this.#s.folderMtimes.run(newMtime, curMtime, folderId);
+  }
+  renameFolder(folderId: number, name: string): void {
+    this.#s.folderRename.run(name, folderId);
+  }
+  /** The folder row, its messages and its expunged UIDs. */
+  deleteFolder(folderId: number): void {
+    this.transaction(() => {
+      this.#s.msgsDelete.run(folderId);
+      this.#s.expsDelete.run(folderId);
+      this.#s.folderDelete.run(folderId);
+    });
+  }
+
+  /** Up to `limit` messages with UIDs above `afterUid`, in UID order (load in slices, yielding between). */
+  messages(folderId: number, afterUid = 0, limit = -1): MessageRow[] {
+    return this.#s.msgsLoad.all(folderId, afterUid, limit) as MessageRow[];
+  }
+  insertMessage(folderId: number, m: MessageRow): void {
+    this.#s.msgInsert.run(folderId, m.uid, m.name, m.in_new, m.size, m.internal_date, m.modseq, m.keywords);
+  }
+  updateMessage(folderId: number, uid: number, name: string, inNew: boolean, modseq: number, keywords: string): void {
+    this.#s.msgUpdate.run(name, inNew ? 1 : 0, modseq, keywords, folderId, uid);
+  }
+  /** Remove a message and remember its UID as expunged at `modseq` (RFC 7162 QRESYNC). */
+  expungeMessage(folderId: number, uid: number, modseq: number): void {
+    this.#s.msgDelete.run(folderId, uid);
+    this.#s.expInsert.run(folderId, uid, modseq);
+  }
+  expungedSince(folderId: number, modseq: number): number[] {
+    return (this.#s.expSince.all(folderId, modseq) as Array<{ uid: number }>).map((r) => r.uid);
+  }
+
+  subscriptions(): string[] {
+    return (this.#s.subAll.all() as Array<{ name: string }>).map((r) => r.name);
+  }
+  subscribe(name: string): void {
+    this.#s.subAdd.run(name);
+  }
+  unsubscribe(name: string): void {
+    this.#s.subDelete.run(name);
+  }
+}
