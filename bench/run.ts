@@ -2,6 +2,7 @@
 // figures; they are never part of `npm test`.
 const BENCHES: Record<string, string> = {
   ingest: './ingest.ts',
+  pop3: './pop3.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -47,3 +47,36 @@ export class ConnectionCounter {
     return this.#total;
   }
 }
+
+/**
+ * Paces commands on one connection: up to `perSecond` commands in each second pass at once;
+ * past that the caller waits for the next second instead of being refused, so a client that
+ * pipelines a burst still gets every answer, just not faster than the limit.
+ */
+export class CommandPacer {
+  readonly #perSecond: number;
+  readonly #now: () => number;
+  #windowStart = 0;
+  #count = 0;
+
+  constructor(perSecond: number, now: () => number = () => performance.now()) {
+    this.#perSecond = perSecond;
+    this.#now = now;
+  }
+
+  /** Milliseconds to wait before running the next command (0 = now). Counts the command. */
+  next(): number {
+    const now = this.#now();
+    if (now - this.#windowStart >= 1000) {
+      this.#windowStart = now;
+      this.#count = 0;
+    }
+    this.#count += 1;
+    if (this.#count <= this.#perSecond) return 0;
+    const wait = this.#windowStart + 1000 - now;
+    // The delayed command opens the next window.
+    this.#windowStart += 1000;
+    this.#count = 1;
+    return Math.max(0, wait);
+  }
+}

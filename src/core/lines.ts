@@ -291,54 +291,73 @@ export class SocketWriter {
 }
 
 /**
- * A Transform that turns a message into a dot-stuffed body ending with `.\r\n`
- * (RFC 5321 4.5.2, RFC 1939 3): every line end becomes CRLF (bare LF and bare CR are
- * normalised: SMTP smuggling relies on them), a line starting with `.` gets another `.`,
- * and an unterminated last line is terminated. Chunk boundaries may fall anywhere.
+ * Turns a message into a dot-stuffed body ending with `.\r\n` (RFC 5321 4.5.2, RFC 1939 3):
+ * every line end becomes CRLF (bare LF and bare CR are normalised: SMTP smuggling relies on
+ * them), a line starting with `.` gets another `.`, and an unterminated last line is
+ * terminated. Fed chunk by chunk; chunk boundaries may fall anywhere.
  */
+export class DotStuffer {
+  #atLineStart = true;
+  #pendingCR = false;
+
+  push(buf: Buffer): Buffer {
+    const out: Buffer[] = [];
+    const n = buf.length;
+    let i = 0;
+    let nextCR = -2;
+    let nextLF = -2;
+    while (i < n) {
+      if (this.#pendingCR) {
+        this.#pendingCR = false;
+        out.push(CRLF);
+        this.#atLineStart = true;
+        if (buf[i] === LF) {
+          i++;
+          continue;
+        }
+      }
+      if (this.#atLineStart) {
+        this.#atLineStart = false;
+        if (buf[i] === DOT) out.push(DOT_BUF);
+      }
+      if (nextCR !== -1 && nextCR < i) nextCR = buf.indexOf(CR, i);
+      if (nextLF !== -1 && nextLF < i) nextLF = buf.indexOf(LF, i);
+      let j = nextCR === -1 ? nextLF : nextLF === -1 ? nextCR : Math.min(nextCR, nextLF);
+      if (j === -1) j = n;
+      if (j > i) out.push(buf.subarray(i, j));
+      if (j === n) break;
+      if (buf[j] === LF) {
+        out.push(CRLF);
+        this.#atLineStart = true;
+      } else {
+        this.#pendingCR = true;
+      }
+      i = j + 1;
+    }
+    return out.length === 1 ? out[0] : Buffer.concat(out);
+  }
+
+  /** The terminating dot (after a CRLF if the last line lacked one). */
+  end(): Buffer {
+    return this.#pendingCR || !this.#atLineStart ? FINAL_WITH_CRLF : FINAL;
+  }
+}
+
+/** A whole small message, dot-stuffed in one go (no stream machinery per message). */
+export function dotStuffBuffer(message: Buffer): Buffer {
+  const stuffer = new DotStuffer();
+  return Buffer.concat([stuffer.push(message), stuffer.end()]);
+}
+
+/** DotStuffer as a Transform, for streaming a large message. */
 export function dotStuff(): Transform {
-  let atLineStart = true;
-  let pendingCR = false;
+  const stuffer = new DotStuffer();
   return new Transform({
     transform(chunk: Buffer | string, _enc: BufferEncoding, callback: TransformCallback): void {
-      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-      const out: Buffer[] = [];
-      const n = buf.length;
-      let i = 0;
-      let nextCR = -2;
-      let nextLF = -2;
-      while (i < n) {
-        if (pendingCR) {
-          pendingCR = false;
-          out.push(CRLF);
-          atLineStart = true;
-          if (buf[i] === LF) {
-            i++;
-            continue;
-          }
-        }
-        if (atLineStart) {
-          atLineStart = false;
-          if (buf[i] === DOT) out.push(DOT_BUF);
-        }
-        if (nextCR !== -1 && nextCR < i) nextCR = buf.indexOf(CR, i);
-        if (nextLF !== -1 && nextLF < i) nextLF = buf.indexOf(LF, i);
-        let j = nextCR === -1 ? nextLF : nextLF === -1 ? nextCR : Math.min(nextCR, nextLF);
-        if (j === -1) j = n;
-        if (j > i) out.push(buf.subarray(i, j));
-        if (j === n) break;
-        if (buf[j] === LF) {
-          out.push(CRLF);
-          atLineStart = true;
-        } else {
-          pendingCR = true;
-        }
-        i = j + 1;
-      }
-      callback(null, out.length === 1 ? out[0] : Buffer.concat(out));
+      callback(null, stuffer.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
     },
     flush(callback: TransformCallback): void {
-      callback(null, pendingCR || !atLineStart ? FINAL_WITH_CRLF : FINAL);
+      callback(null, stuffer.end());
     },
   });
 }

@@ -6,7 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import type { LineConnection } from '../core/connection.ts';
-import { dotStuff } from '../core/lines.ts';
+import { CommandPacer } from '../core/limits.ts';
+import { dotStuff, dotStuffBuffer } from '../core/lines.ts';
 import type { Logger } from '../core/log.ts';
 import type { LoginLimiter } from '../core/login-limiter.ts';
 import { StateMachine } from '../core/state-machine.ts';
@@ -24,6 +25,7 @@ export type Pop3Maildrop = {
   unlockMaildrop(owner: object): void;
   sync(folder: string): Promise<{ uidValidity: number; messages: Array<{ uid: number; size: number }> }>;
   openMessage(folder: string, uid: number): Promise<Readable | null>;
+  readMessage(folder: string, uid: number): Promise<Buffer | null>;
   setFlags(folder: string, uids: number[], mode: 'add', flags: string[]): Promise<unknown>;
   expunge(folder: string, uids?: number[]): Promise<number[]>;
 };
@@ -46,11 +48,18 @@ export type Pop3SessionOptions = {
   idleMs: { authorization: number; transaction: number };
   /** Unknown or misplaced commands before we hang up (RFC 2449 does not bound it; abuse). */
   maxBadCommands?: number;
+  /** Commands per second before further ones are slowed down (not refused). */
+  commandsPerSecond?: number;
 };
 
 type Entry = { number: number; uid: number; size: number; deleted: boolean };
 
 const INBOX = 'INBOX';
+/** Messages up to this size are read whole and sent in one write; bigger ones stream. */
+const WHOLE_READ_MAX = 1024 * 1024;
+/** \Seen flags from RETR are written in batches (one rename pass, one fsync) this often. */
+const SEEN_FLUSH_MS = 200;
+const SEEN_FLUSH_COUNT = 256;
 
 export class Pop3Session extends StateMachine<State> {
   readonly conn: LineConnection;
@@ -59,10 +68,13 @@ export class Pop3Session extends StateMachine<State> {
   /** Set while AUTH waits for the client's base64 response line. */
   #saslPending = false;
   #badCommands = 0;
+  readonly #pacer: CommandPacer;
   #maildrop: Pop3Maildrop | undefined;
   #entries: Entry[] = [];
   #uidValidity = 0;
   #username = '';
+  #seenQueue: number[] = [];
+  #seenTimer: NodeJS.Timeout | undefined;
   #markClosed!: () => void;
   readonly #closed = new Promise<void>((resolve) => (this.#markClosed = resolve));
 
@@ -70,6 +82,7 @@ export class Pop3Session extends StateMachine<State> {
     super('AUTHORIZATION', opts.log, { AUTHORIZATION: opts.idleMs.authorization, TRANSACTION: opts.idleMs.transaction, UPDATE: 0, CLOSED: 0 });
     this.conn = conn;
     this.#opts = opts;
+    this.#pacer = new CommandPacer(opts.commandsPerSecond ?? 2000);
   }
 
   greet(): Promise<void> {
@@ -96,6 +109,8 @@ export class Pop3Session extends StateMachine<State> {
   /** One line from the client: a command, or the response to an AUTH challenge. */
   async onLine(line: Buffer): Promise<void> {
     if (this.state === 'CLOSED' || this.state === 'UPDATE') return;
+    const wait = this.#pacer.next();
+    if (wait > 0) await this.withTimerPaused(() => sleep(wait));
     if (this.#saslPending) {
       this.#saslPending = false;
       this.rearm();
@@ -163,6 +178,7 @@ export class Pop3Session extends StateMachine<State> {
   }
 
   #release(): void {
+    if (this.#seenQueue.length > 0) void this.#flushSeen();
     if (this.#maildrop) this.#maildrop.unlockMaildrop(this);
     this.#maildrop = undefined;
   }
@@ -357,9 +373,28 @@ export class Pop3Session extends StateMachine<State> {
     const e = await this.#entry(args[0]);
     if (!e) return;
     const sent = await this.#send(e, `${e.size} octets`, null);
-    if (sent) {
-      // RETR means read: other clients (IMAP, webmail) see it as \Seen.
-      await this.withTimerPaused(() => this.#maildrop!.setFlags(INBOX, [e.uid], 'add', ['\\Seen']));
+    // RETR means read: other clients (IMAP, webmail) see it as \Seen.
+    if (sent) await this.#queueSeen(e.uid);
+  }
+
+  /** Batch \Seen updates: a client downloading 10,000 messages must not cost 10,000 fsyncs. */
+  async #queueSeen(uid: number): Promise<void> {
+    this.#seenQueue.push(uid);
+    if (this.#seenQueue.length >= SEEN_FLUSH_COUNT) return this.#flushSeen();
+    this.#seenTimer ??= setTimeout(() => void this.#flushSeen(), SEEN_FLUSH_MS);
+  }
+
+  async #flushSeen(): Promise<void> {
+    clearTimeout(this.#seenTimer);
+    this.#seenTimer = undefined;
+    const uids = this.#seenQueue;
+    const maildrop = this.#maildrop;
+    if (uids.length === 0 || !maildrop) return;
+    this.#seenQueue = [];
+    try {
+      await maildrop.setFlags(INBOX, uids, 'add', ['\\Seen']);
+    } catch (err) {
+      this.log.warn({ err, user: this.#username }, 'could not mark retrieved messages \\Seen');
     }
   }
 
@@ -374,6 +409,15 @@ export class Pop3Session extends StateMachine<State> {
 
   /** Stream a message (or its top) dot-stuffed, honouring socket backpressure. */
   async #send(e: Entry, first: string, topLines: number | null): Promise<boolean> {
+    if (topLines === null && e.size <= WHOLE_READ_MAX) {
+      const whole = await this.withTimerPaused(() => this.#maildrop!.readMessage(INBOX, e.uid));
+      if (!whole) {
+        await this.err(`message ${e.number} was removed by another session`, 'SYS/TEMP');
+        return false;
+      }
+      await this.withTimerPaused(() => this.conn.writer.write(Buffer.concat([Buffer.from(`+OK ${first}\r\n`), dotStuffBuffer(whole)])));
+      return !this.conn.closed;
+    }
     const stream = await this.withTimerPaused(() => this.#maildrop!.openMessage(INBOX, e.uid));
     if (!stream) {
       await this.err(`message ${e.number} was removed by another session`, 'SYS/TEMP');
@@ -418,6 +462,7 @@ export class Pop3Session extends StateMachine<State> {
 
   async do_TRANSACTION_QUIT(): Promise<void> {
     this.transition('UPDATE', 'QUIT');
+    await this.#flushSeen();
     const uids = this.#entries.filter((e) => e.deleted).map((e) => e.uid);
     let reply = `+OK ${this.#opts.hostname} signing off`;
     if (uids.length > 0) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConnectionCounter } from '../../src/core/limits.ts';
+import { CommandPacer, ConnectionCounter } from '../../src/core/limits.ts';
 
 describe('ConnectionCounter', () => {
   it('caps connections per key and frees a slot on release', () => {
@@ -32,5 +32,19 @@ describe('ConnectionCounter', () => {
     c.release('x');
     c.release('x');
     expect([c.count('x'), c.total]).toEqual([0, 0]);
+  });
+});
+
+describe('CommandPacer', () => {
+  it('lets a burst up to the limit through, then spaces the rest a second apart per batch', () => {
+    let now = 10_000;
+    const p = new CommandPacer(3, () => now);
+    expect([p.next(), p.next(), p.next()]).toEqual([0, 0, 0]);
+    expect(p.next()).toBe(1000);
+    now += 1000;
+    expect([p.next(), p.next()]).toEqual([0, 0]);
+    expect(p.next()).toBe(1000);
+    now += 5000;
+    expect(p.next()).toBe(0);
   });
 });
