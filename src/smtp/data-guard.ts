@@ -9,7 +9,7 @@ import { HearthError } from '../core/errors.ts';
 export class DataError extends HearthError {
   /** SMTP reply code the client gets. */
   readonly responseCode: number;
-  constructor(code: 'DATA_BARE_NEWLINE' | 'DATA_TOO_BIG', responseCode: number, message: string) {
+  constructor(code: 'DATA_BARE_NEWLINE' | 'DATA_TOO_BIG' | 'DATA_BAD_HEADER', responseCode: number, message: string) {
     super(code, message);
     this.responseCode = responseCode;
   }
