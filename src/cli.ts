@@ -157,6 +157,28 @@ export function buildCli(): Command {
       else process.stdout.write(users.length ? users.map((u) => u.address).join('\n') + '\n' : 'no users yet: add one with `hearth user add ADDRESS`\n');
     });
 
+  const dkim = program.command('dkim').description('DKIM signing keys (config/dkim/DOMAIN/SELECTOR.pem)');
+  dkim
+    .command('generate')
+    .description('make a signing key for DOMAIN and print the DNS TXT record to publish')
+    .argument('<domain>', 'the domain that signs, e.g. example.org')
+    .option('-c, --config <dir>', 'config folder')
+    .option('-s, --selector <name>', 'selector: the key name in DNS (default: hearth + the year and month, e.g. hearth202611)')
+    .option('-a, --algorithm <rsa|ed25519>', 'rsa (2048 bits, works everywhere) or ed25519 (RFC 8463, short; pair it with an RSA key)', 'rsa')
+    .action(async (domain: string, opts: { config?: string; selector?: string; algorithm: string }) => {
+      if (opts.algorithm !== 'rsa' && opts.algorithm !== 'ed25519') throw new HearthError('CLI_BAD_ALGORITHM', '--algorithm must be rsa or ed25519');
+      const now = new Date();
+      const selector = opts.selector ?? `hearth${now.getFullYear()}${String(now.getMonth() + 1).padStart(2, '0')}${opts.algorithm === 'ed25519' ? 'e' : ''}`;
+      const { generateDkimKey } = await import('./smtp/dkim.ts');
+      const made = await generateDkimKey(configDirOf(opts), domain, selector, opts.algorithm);
+      // A TXT string is at most 255 characters; long RSA records are split into several strings.
+      const chunks = made.record.match(/.{1,250}/g) ?? [made.record];
+      process.stdout.write(
+        `wrote ${made.path}\n\nPublish this DNS record, then restart hearth (mail from ${domain} is signed from then on):\n\n` +
+          `${made.name}. IN TXT ${chunks.map((c) => `"${c}"`).join(' ')}\n`,
+      );
+    });
+
   program
     .command('status')
     .description('ask the running server how it is')

@@ -62,6 +62,21 @@ CREATE TABLE IF NOT EXISTS expunged (
 CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY) WITHOUT ROWID;
 `;
 
+/**
+ * Added after version 1 without a version bump, so it is created on every open: an older index
+ * simply gains the table. Opaque text per message that a protocol derives from the file once
+ * (a parsed summary); `msg_key` is the Maildir base name it was computed from, checked on read.
+ */
+const SUMMARY_SCHEMA = `
+CREATE TABLE IF NOT EXISTS summaries (
+  folder_id INTEGER NOT NULL,
+  uid INTEGER NOT NULL,
+  msg_key TEXT NOT NULL,
+  data TEXT NOT NULL,
+  PRIMARY KEY (folder_id, uid)
+) WITHOUT ROWID;
+`;
+
 export class IndexDb {
   readonly file: string;
   readonly #db: DatabaseSync;
@@ -88,6 +103,7 @@ export class IndexDb {
         db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
         db.exec('COMMIT');
       }
+      db.exec(SUMMARY_SCHEMA);
       const p = (sql: string): StatementSync => db.prepare(sql);
       this.#s = {
         metaGet: p('SELECT value FROM meta WHERE key = ?'),
@@ -110,6 +126,14 @@ export class IndexDb {
         subAll: p('SELECT name FROM subscriptions ORDER BY name'),
         subAdd: p('INSERT OR IGNORE INTO subscriptions (name) VALUES (?)'),
         subDelete: p('DELETE FROM subscriptions WHERE name = ?'),
+        sumGet: p('SELECT msg_key, data FROM summaries WHERE folder_id = ? AND uid = ?'),
+        // Only for a message the index still has: a summary never outlives its message's row.
+        sumPut: p(
+          'INSERT INTO summaries (folder_id, uid, msg_key, data) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE folder_id = ? AND uid = ?) ' +
+            'ON CONFLICT (folder_id, uid) DO UPDATE SET msg_key = excluded.msg_key, data = excluded.data',
+        ),
+        sumDelete: p('DELETE FROM summaries WHERE folder_id = ? AND uid = ?'),
+        sumsDelete: p('DELETE FROM summaries WHERE folder_id = ?'),
       };
     } catch (err) {
       this.#db.close();
@@ -168,6 +192,7 @@ export class IndexDb {
     this.transaction(() => {
       this.#s.msgsDelete.run(folderId);
       this.#s.expsDelete.run(folderId);
+      this.#s.sumsDelete.run(folderId);
       this.#s.folderDelete.run(folderId);
     });
   }
@@ -185,10 +210,23 @@ export class IndexDb {
   /** Remove a message and remember its UID as expunged at `modseq` (RFC 7162 QRESYNC). */
   expungeMessage(folderId: number, uid: number, modseq: number): void {
     this.#s.msgDelete.run(folderId, uid);
+    this.#s.sumDelete.run(folderId, uid);
     this.#s.expInsert.run(folderId, uid, modseq);
   }
   expungedSince(folderId: number, modseq: number): number[] {
     return (this.#s.expSince.all(folderId, modseq) as Array<{ uid: number }>).map((r) => r.uid);
+  }
+
+  /** The cached summary text of a message, if one was stored for this same file (`key`). */
+  summary(folderId: number, uid: number, key: string): string | undefined {
+    const row = this.#s.sumGet.get(folderId, uid) as { msg_key: string; data: string } | undefined;
+    return row !== undefined && row.msg_key === key ? row.data : undefined;
+  }
+  /** Store (or replace) summaries; rows for messages no longer in the index are skipped. */
+  putSummaries(folderId: number, items: ReadonlyArray<{ uid: number; key: string; data: string }>): void {
+    this.transaction(() => {
+      for (const it of items) this.#s.sumPut.run(folderId, it.uid, it.key, it.data, folderId, it.uid);
+    });
   }
 
   subscriptions(): string[] {

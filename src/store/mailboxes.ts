@@ -386,6 +386,25 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
     }
   }
 
+  // --- the summary cache: text a protocol derives once from a message's file, opaque here ---
+
+  /** The text stored for this message by storeSummaries, or undefined (none, or another file). */
+  cachedSummary(folder: string, uid: number, key: string): string | undefined {
+    this.#checkOpen();
+    const id = this.#folderId(canonical(folder));
+    return id === undefined ? undefined : this.#db.summary(id, uid, key);
+  }
+
+  /**
+   * Keep derived text per message in the index, keyed by UID and checked against the Maildir key.
+   * It goes when the message is expunged or its folder deleted; messages already gone are skipped.
+   */
+  storeSummaries(folder: string, items: ReadonlyArray<{ uid: number; key: string; data: string }>): void {
+    this.#checkOpen();
+    const id = this.#folderId(canonical(folder));
+    if (id !== undefined && items.length > 0) this.#db.putSummaries(id, items);
+  }
+
   // --- changing messages ---
 
   /**
@@ -541,6 +560,10 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       // A session's listener bug must not undo a change that is already on disk.
       this.#log.error({ err: errText(err), kind: ev.kind }, 'change listener threw');
     }
+  }
+
+  #folderId(folder: string): number | undefined {
+    return this.#folders.get(folder)?.id ?? this.#db.folder(folder)?.id;
   }
 
   #folderDir(folder: string): string {
