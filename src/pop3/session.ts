@@ -82,7 +82,7 @@ export class Pop3Session extends StateMachine<State> {
     super('AUTHORIZATION', opts.log, { AUTHORIZATION: opts.idleMs.authorization, TRANSACTION: opts.idleMs.transaction, UPDATE: 0, CLOSED: 0 });
     this.conn = conn;
     this.#opts = opts;
-    this.#pacer = new CommandPacer(opts.commandsPerSecond ?? 2000);
+    this.#pacer = new CommandPacer(opts.commandsPerSecond ?? 10_000);
   }
 
   greet(): Promise<void> {
