@@ -1,0 +1,116 @@
+// A listener for line-based protocols (POP3, IMAP): plain with optional STARTTLS, or implicit
+// TLS (RFC 8314); a cap on connections per client address and in total; one session object
+// per connection, built by the protocol's factory; and a graceful close that asks every
+// session to finish. The protocol folders supply only the session and its farewell line.
+import net from 'node:net';
+import tls from 'node:tls';
+import type { SecureContext } from 'node:tls';
+import { LineConnection, normaliseAddress } from './connection.ts';
+import { ConnectionCounter } from './limits.ts';
+import { newConnectionId } from './log.ts';
+import type { Logger } from './log.ts';
+
+/** What the server needs from a session. */
+export type LineSessionLike = {
+  greet(): Promise<void>;
+  onLine(line: Buffer): Promise<void>;
+  onOverflow(): Promise<void>;
+  /** The connection is gone; release whatever the session holds. */
+  onClosed(): void;
+  /** Server shutdown: finish or abandon the session politely. */
+  shutdown(): Promise<void>;
+};
+
+export type LineServerOptions<S extends LineSessionLike> = {
+  log: Logger;
+  tls: 'plain' | 'starttls' | 'implicit';
+  /** Certificate and key (PEM) for STARTTLS and implicit TLS. */
+  tlsCredentials?: { key: Buffer; cert: Buffer };
+  maxLine: number;
+  connectionsPerIp: number;
+  maxConnections: number;
+  /** The line sent to a client over its address's connection cap, before closing. */
+  tooManyConnections: string;
+  /** Builds a session; `tlsContext` is set when the session may offer STARTTLS. */
+  createSession(conn: LineConnection, log: Logger, tlsContext: SecureContext | undefined): S;
+};
+
+export class LineServer<S extends LineSessionLike> {
+  readonly #opts: LineServerOptions<S>;
+  readonly #server: net.Server;
+  readonly #perIp: ConnectionCounter;
+  readonly #sessions = new Set<S>();
+  readonly #tlsContext: SecureContext | undefined;
+
+  constructor(opts: LineServerOptions<S>) {
+    this.#opts = opts;
+    this.#perIp = new ConnectionCounter({ maxPerKey: opts.connectionsPerIp, maxTotal: opts.maxConnections });
+    const creds = opts.tlsCredentials;
+    this.#tlsContext = creds ? tls.createSecureContext({ key: creds.key, cert: creds.cert, minVersion: 'TLSv1.2' }) : undefined;
+    if (opts.tls === 'implicit') {
+      if (!creds) throw new Error('implicit TLS needs a certificate');
+      this.#server = tls.createServer({ key: creds.key, cert: creds.cert, allowHalfOpen: true, minVersion: 'TLSv1.2' }, (s) => this.#accept(s, true));
+      this.#server.on('tlsClientError', (err) => opts.log.debug({ err: err.message }, 'TLS handshake failed'));
+    } else {
+      this.#server = net.createServer({ allowHalfOpen: true }, (s) => this.#accept(s, false));
+    }
+  }
+
+  listen(port: number, host: string): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, host, () => {
+        this.#server.off('error', reject);
+        const a = this.#server.address() as net.AddressInfo;
+        resolve({ host: a.address, port: a.port });
+      });
+    });
+  }
+
+  /** Sessions open now (for tests, status and metrics). */
+  get sessions(): number {
+    return this.#sessions.size;
+  }
+
+  /** Stop accepting, and let every session finish (or say goodbye). */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    await Promise.all([...this.#sessions].map((s) => s.shutdown()));
+    await closed;
+  }
+
+  #accept(socket: net.Socket, secure: boolean): void {
+    const peer = normaliseAddress(socket.remoteAddress ?? '');
+    const log = this.#opts.log.child({ cid: newConnectionId(), peer });
+    socket.setNoDelay(true);
+    if (!this.#perIp.acquire(peer)) {
+      log.warn('too many connections from one address');
+      socket.on('error', () => undefined);
+      socket.end(`${this.#opts.tooManyConnections}\r\n`);
+      return;
+    }
+    let session: S | undefined;
+    const conn = new LineConnection(
+      socket,
+      {
+        maxLine: this.#opts.maxLine,
+        onLine: (line) => session!.onLine(line),
+        onOverflow: () => session!.onOverflow(),
+        onClose: () => {
+          this.#perIp.release(peer);
+          if (session) {
+            session.onClosed();
+            this.#sessions.delete(session);
+          }
+          log.debug('connection closed');
+        },
+        onError: (err) => log.error({ err }, 'connection failed'),
+      },
+      { secure },
+    );
+    session = this.#opts.createSession(conn, log, this.#opts.tls === 'starttls' ? this.#tlsContext : undefined);
+    this.#sessions.add(session);
+    log.debug({ secure }, 'connection accepted');
+    void session.greet();
+  }
+}
