@@ -18,6 +18,8 @@ import { InboundSmtp } from './smtp/inbound.ts';
 import { Pop3Server } from './pop3/server.ts';
 import type { Pop3Backend } from './pop3/session.ts';
 import { LoginLimiter } from './core/login-limiter.ts';
+import { ImapServer } from './imap/server.ts';
+import { SummaryProvider } from './imap/message-info.ts';
 
 export type Endpoint = { service: string; host: string; port: number; tls: string };
 
@@ -135,6 +137,37 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         maxLine: config.limits.line_length,
         connectionsPerIp: config.limits.connections_per_ip,
         maxConnections: config.limits.connections,
+      });
+      const bound = await listenOrExplain(() => server.listen(listener.listen.port, listener.listen.host), service, listener.listen);
+      endpoints.push({ service, ...bound, tls: listener.tls });
+      stoppers.push(() => server.close());
+    }
+
+    // IMAP shares the login limiter, the mailbox index (so IDLE hears SMTP deliveries through
+    // notifyDelivered) and the TLS credentials with POP3; one summary cache for all sessions.
+    const summaries = new SummaryProvider({ log: log.child({ svc: 'imap-summary' }) });
+    for (const service of ['imap', 'imaps'] as const) {
+      const listener = config.listeners[service];
+      if (!listener?.enabled) continue;
+      if (listener.tls === 'implicit' && !tls) {
+        log.error({ service }, `${service} needs a TLS certificate for implicit TLS; not started`);
+        continue;
+      }
+      const server = new ImapServer({
+        hostname: config.hostname,
+        log: log.child({ svc: service }),
+        backend: { authenticate: mailBackend.authenticate, open: (box) => mail.open(box) },
+        limiter,
+        plaintext: config.auth.plaintext,
+        tls: listener.tls,
+        tlsCredentials: tls,
+        timeouts: { login: config.timeouts.imap_login, idle: config.timeouts.imap_idle },
+        maxMessage: config.limits.message_size,
+        // RFC 7162 4: clients send long UID sets; at least 8192 octets per line.
+        maxLine: Math.max(config.limits.line_length, 64 * 1024),
+        connectionsPerIp: config.limits.connections_per_ip,
+        maxConnections: config.limits.connections,
+        summaries,
       });
       const bound = await listenOrExplain(() => server.listen(listener.listen.port, listener.listen.host), service, listener.listen);
       endpoints.push({ service, ...bound, tls: listener.tls });

@@ -67,7 +67,7 @@ export async function startTestHearth(setup: TestSetup): Promise<RunningHearth &
 }
 
 /** Listener blocks for every service built so far, on ephemeral loopback ports. */
-export const ALL_LISTENERS = ['pop3 = "starttls"', 'pop3s = "implicit"']
+export const ALL_LISTENERS = ['pop3 = "starttls"', 'pop3s = "implicit"', 'imap = "starttls"', 'imaps = "implicit"']
   .map((line) => {
     const [name, mode] = line.split(' = ');
     return `[listeners.${name}]\nlisten = "127.0.0.1:0"\ntls = ${mode}\n`;
