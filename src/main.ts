@@ -19,7 +19,9 @@ import { Pop3Server } from './pop3/server.ts';
 import type { Pop3Backend } from './pop3/session.ts';
 import { LoginLimiter } from './core/login-limiter.ts';
 import { ImapServer } from './imap/server.ts';
-import { SummaryProvider } from './imap/message-info.ts';
+import { SUMMARY_TASK_MODULE, SummaryProvider } from './imap/message-info.ts';
+import type { LineServer, LineSessionLike } from './core/line-server.ts';
+import { WorkerPool } from './core/workers.ts';
 
 export type Endpoint = { service: string; host: string; port: number; tls: string };
 
@@ -118,60 +120,56 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
       },
       openMaildrop: (box) => mail.open(box),
     };
-    for (const service of ['pop3', 'pop3s'] as const) {
+    /** Start one line-protocol listener (POP3, IMAP) if it is configured. */
+    const startLineService = async (service: 'pop3' | 'pop3s' | 'imap' | 'imaps', make: (mode: 'plain' | 'starttls' | 'implicit') => LineServer<LineSessionLike>) => {
       const listener = config.listeners[service];
-      if (!listener?.enabled) continue;
+      if (!listener?.enabled) return;
       if (listener.tls === 'implicit' && !tls) {
         log.error({ service }, `${service} needs a TLS certificate for implicit TLS; not started`);
-        continue;
+        return;
       }
-      const server = new Pop3Server({
+      const server = make(listener.tls);
+      const bound = await listenOrExplain(() => server.listen(listener.listen.port, listener.listen.host), service, listener.listen);
+      endpoints.push({ service, ...bound, tls: listener.tls });
+      stoppers.push(() => server.close());
+    };
+    const lineLimits = { connectionsPerIp: config.limits.connections_per_ip, maxConnections: config.limits.connections, tlsCredentials: tls };
+
+    for (const service of ['pop3', 'pop3s'] as const) {
+      await startLineService(service, (mode) => new Pop3Server({
+        ...lineLimits,
         hostname: config.hostname,
         log: log.child({ svc: service }),
         backend: mailBackend,
         limiter,
         plaintext: config.auth.plaintext,
-        tls: listener.tls,
-        tlsCredentials: tls,
+        tls: mode,
         idleMs: { authorization: Math.min(60_000, config.timeouts.pop3_idle), transaction: config.timeouts.pop3_idle },
         maxLine: config.limits.line_length,
-        connectionsPerIp: config.limits.connections_per_ip,
-        maxConnections: config.limits.connections,
-      });
-      const bound = await listenOrExplain(() => server.listen(listener.listen.port, listener.listen.host), service, listener.listen);
-      endpoints.push({ service, ...bound, tls: listener.tls });
-      stoppers.push(() => server.close());
+      }));
     }
 
+    // CPU-heavy parsing (ENVELOPE/BODYSTRUCTURE of big messages) runs off the event loop.
+    const pool = new WorkerPool({ log: log.child({ svc: 'workers' }), taskModules: [SUMMARY_TASK_MODULE] });
+    stoppers.push(() => pool.close());
     // IMAP shares the login limiter, the mailbox index (so IDLE hears SMTP deliveries through
     // notifyDelivered) and the TLS credentials with POP3; one summary cache for all sessions.
-    const summaries = new SummaryProvider({ log: log.child({ svc: 'imap-summary' }) });
+    const summaries = new SummaryProvider({ log: log.child({ svc: 'imap-summary' }), pool });
     for (const service of ['imap', 'imaps'] as const) {
-      const listener = config.listeners[service];
-      if (!listener?.enabled) continue;
-      if (listener.tls === 'implicit' && !tls) {
-        log.error({ service }, `${service} needs a TLS certificate for implicit TLS; not started`);
-        continue;
-      }
-      const server = new ImapServer({
+      await startLineService(service, (mode) => new ImapServer({
+        ...lineLimits,
         hostname: config.hostname,
         log: log.child({ svc: service }),
         backend: { authenticate: mailBackend.authenticate, open: (box) => mail.open(box) },
         limiter,
         plaintext: config.auth.plaintext,
-        tls: listener.tls,
-        tlsCredentials: tls,
+        tls: mode,
         timeouts: { login: config.timeouts.imap_login, idle: config.timeouts.imap_idle },
         maxMessage: config.limits.message_size,
         // RFC 7162 4: clients send long UID sets; at least 8192 octets per line.
         maxLine: Math.max(config.limits.line_length, 64 * 1024),
-        connectionsPerIp: config.limits.connections_per_ip,
-        maxConnections: config.limits.connections,
         summaries,
-      });
-      const bound = await listenOrExplain(() => server.listen(listener.listen.port, listener.listen.host), service, listener.listen);
-      endpoints.push({ service, ...bound, tls: listener.tls });
-      stoppers.push(() => server.close());
+      }));
     }
 
     const notYet = Object.entries(config.listeners).filter(([service, l]) => l?.enabled && !endpoints.some((e) => e.service === service)).map(([service]) => service);
