@@ -1,0 +1,934 @@
+// The relay client is in charge of one outbound SMTP session (RFC 5321, with STARTTLS RFC
+// 3207, AUTH RFC 4954, SIZE RFC 1870, 8BITMIME RFC 6152, SMTPUTF8 RFC 6531, DSN RFC 3461,
+// ENHANCEDSTATUSCODES RFC 2034/3463): one connection, several messages in sequence, and a
+// verdict for every recipient. It knows nothing of the queue: the queue's `deliver(job)` (wired
+// in main.ts) calls `relay()` and records the results.
+//
+// It is an explicit state machine. Before each command we enter the state whose reply we then
+// wait for, and the reply is dispatched to `do_${state}_${code}` (do_RCPT_550), then the reply
+// class (`do_RCPT_5xx`), then `do_${state}_default`, then `do_default`. Every state has a timer
+// (RFC 5321 4.5.3.2). Remote misbehaviour never throws: it becomes a `deferred` or `failed`
+// result whose text names the failure code (RELAY_*) and the state.
+import net from 'node:net';
+import tls from 'node:tls';
+import { HearthError } from '../core/errors.ts';
+import { DotStuffer, LineReader, SocketWriter } from '../core/lines.ts';
+import { newConnectionId } from '../core/log.ts';
+import type { Logger } from '../core/log.ts';
+import { REPLY_CODE_PATTERN, StateMachine } from '../core/state-machine.ts';
+import type { NoStrayHandlers, ReplyClass } from '../core/state-machine.ts';
+import { buildReply, isSafeAddress, mailFromCommand, NO_CAPABILITIES, parseEhlo, parseReplyLine, rcptToCommand } from './relay-protocol.ts';
+import type { EhloCapabilities, ReplyLine, SmtpReply } from './relay-protocol.ts';
+
+// ---- the contract ------------------------------------------------------------------------
+
+/** opportunistic = STARTTLS if offered, plaintext otherwise. */
+export type RelayTls = 'opportunistic' | 'required' | 'implicit' | 'none';
+export type RelayTarget = {
+  host: string;
+  port: number;
+  tls: RelayTls;
+  servername?: string;
+  /** Default false for opportunistic MX delivery, true for required/implicit unless set. */
+  rejectUnauthorized?: boolean;
+  auth?: { user: string; pass: string };
+};
+export type RelayRecipient = { address: string; notify?: string[]; orcpt?: string };
+export type RelayMessage = {
+  id: string;
+  from: string;
+  recipients: RelayRecipient[];
+  size: number;
+  open(): NodeJS.ReadableStream | AsyncIterable<Uint8Array>;
+  needsSmtpUtf8: boolean;
+  eightBit: boolean;
+  dsn?: { ret?: 'FULL' | 'HDRS'; envid?: string };
+};
+export type RecipientResult = {
+  address: string;
+  status: 'delivered' | 'deferred' | 'failed';
+  code: number;
+  enhanced?: string;
+  text: string;
+  /** The state whose reply (or failure) decided it, e.g. 'RCPT', 'BODY', 'CONNECT'. */
+  state: string;
+};
+export type MessageResult = { id: string; recipients: RecipientResult[] };
+export type RelaySession = {
+  results: MessageResult[];
+  /** The last C:/S: lines, AUTH redacted. */
+  transcript: string[];
+  remote: { host: string; address?: string; tls?: { protocol: string; cipher: string } };
+};
+export type RelayTimeouts = { connect: number; greeting: number; ehlo: number; mail: number; rcpt: number; data: number; dataBlock: number; finalDot: number; quit: number };
+
+/** RFC 5321 4.5.3.2 (connect and QUIT are ours: it gives none). */
+export const DEFAULT_RELAY_TIMEOUTS: RelayTimeouts = Object.freeze({
+  connect: 30_000,
+  greeting: 300_000,
+  ehlo: 300_000,
+  mail: 300_000,
+  rcpt: 300_000,
+  data: 120_000,
+  dataBlock: 180_000,
+  finalDot: 600_000,
+  quit: 60_000,
+});
+
+export const RELAY_ERROR_CODES = [
+  'RELAY_CONNECT_TIMEOUT',
+  'RELAY_GREETING_TIMEOUT',
+  'RELAY_EHLO_TIMEOUT',
+  'RELAY_HELO_TIMEOUT',
+  'RELAY_STARTTLS_TIMEOUT',
+  'RELAY_AUTH_TIMEOUT',
+  'RELAY_MAIL_TIMEOUT',
+  'RELAY_RCPT_TIMEOUT',
+  'RELAY_DATA_TIMEOUT',
+  'RELAY_BODY_TIMEOUT',
+  'RELAY_FINAL_DOT_TIMEOUT',
+  'RELAY_RSET_TIMEOUT',
+  'RELAY_QUIT_TIMEOUT',
+  'RELAY_CONNECT_FAILED',
+  'RELAY_CONNECTION_LOST',
+  'RELAY_GREETING_REJECTED',
+  'RELAY_EHLO_REJECTED',
+  'RELAY_TLS_REQUIRED',
+  'RELAY_TLS_FAILED',
+  'RELAY_AUTH_FAILED',
+  'RELAY_PROTOCOL',
+  'RELAY_SIZE_EXCEEDED',
+  'RELAY_SMTPUTF8_REQUIRED',
+  'RELAY_BAD_ADDRESS',
+  'RELAY_SOURCE_FAILED',
+  'RELAY_ABORTED',
+  'RELAY_INTERNAL',
+  'RELAY_INVALID_INPUT',
+] as const;
+export type RelayErrorCode = (typeof RELAY_ERROR_CODES)[number];
+
+/**
+ * A relay failure with a stable code. Connection-level failures are turned into recipient
+ * results (their text starts with the code); only `RELAY_INVALID_INPUT` (a bug in the caller)
+ * is ever thrown out of `relay()`.
+ */
+export class RelayError extends HearthError {
+  declare readonly code: RelayErrorCode;
+  constructor(code: RelayErrorCode, message: string, options?: ErrorOptions) {
+    super(code, message, options);
+  }
+}
+
+export type RelayOptions = { heloName: string; log: Logger; timeouts?: Partial<RelayTimeouts>; signal?: AbortSignal; localAddress?: string };
+
+/** Deliver `messages` over one connection to `target`. Resolves with a verdict for every recipient. */
+export async function relay(target: RelayTarget, messages: RelayMessage[], opts: RelayOptions): Promise<RelaySession> {
+  validateInput(target, messages, opts);
+  const client = new RelayClient(target, messages, opts);
+  return client.run();
+}
+
+function validateInput(target: RelayTarget, messages: RelayMessage[], opts: RelayOptions): void {
+  const bad = (what: string): never => {
+    throw new RelayError('RELAY_INVALID_INPUT', what);
+  };
+  if (!target.host) bad('target.host is empty');
+  if (!Number.isInteger(target.port) || target.port <= 0 || target.port > 65535) bad(`bad target.port ${target.port}`);
+  if (!['opportunistic', 'required', 'implicit', 'none'].includes(target.tls)) bad(`bad target.tls ${String(target.tls)}`);
+  if (!/^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$|^\[IPv6:[0-9A-Fa-f:.]+\]$/.test(opts.heloName)) bad(`bad heloName ${JSON.stringify(opts.heloName)}`);
+  for (const m of messages) {
+    if (m.recipients.length === 0) bad(`message ${m.id} has no recipients`);
+    if (typeof m.open !== 'function') bad(`message ${m.id} has no open()`);
+  }
+}
+
+// ---- the state machine ---------------------------------------------------------------------
+
+export const STATES = ['CONNECT', 'GREETING', 'EHLO', 'HELO', 'STARTTLS', 'AUTH', 'MAIL', 'RCPT', 'DATA', 'BODY', 'RSET', 'QUIT', 'CLOSED'] as const;
+export type State = (typeof STATES)[number];
+type Digit = '0' | '1' | '2' | '3' | '4' | '5' | '6' | '7' | '8' | '9';
+/** Reply codes a handler may be named after (RFC 5321 4.2: 2yz..5yz). */
+export type ReplyCode = `${'2' | '3' | '4' | '5'}${'0' | '1' | '2' | '3' | '4' | '5'}${Digit}`;
+
+type Status = RecipientResult['status'];
+type Job = {
+  msg: RelayMessage;
+  results: Array<RecipientResult | undefined>;
+  /** Recipients the remote accepted at RCPT: their verdict comes with the final dot. */
+  accepted: number[];
+  rcptIndex: number;
+};
+
+/** Reply lines longer than this are a protocol error (RFC 5321 4.5.3.1.5 says 512). */
+const MAX_REPLY_LINE = 8192;
+/** Lines in one reply; a server sending more is broken or hostile. */
+const MAX_REPLY_LINES = 200;
+const TRANSCRIPT_LINES = 40;
+const TRANSCRIPT_LINE_CHARS = 400;
+
+/** A connection-level failure: what every undecided recipient gets. */
+type Failure = { code: RelayErrorCode; status: Status; smtp: number; enhanced: string; text: string; reply?: SmtpReply };
+
+export class RelayClient extends StateMachine<State> {
+  readonly target: RelayTarget;
+  readonly #opts: RelayOptions;
+  readonly #timeouts: RelayTimeouts;
+  /** Shared with the base class: BODY switches from the per-block to the final-dot timer. */
+  readonly #idle: Record<State, number>;
+  readonly #jobs: Job[];
+  #nextJob = 0;
+  #job: Job | undefined;
+  #socket: net.Socket | undefined;
+  #reader: LineReader | undefined;
+  #writer: SocketWriter | undefined;
+  #tcpConnected = false;
+  #secure = false;
+  #esmtp = false;
+  #caps: EhloCapabilities = NO_CAPABILITIES;
+  #replyLines: ReplyLine[] = [];
+  #authMechanism: 'PLAIN' | 'LOGIN' = 'PLAIN';
+  #authStep = 0;
+  #dotSent = false;
+  #socketError: Error | undefined;
+  #failure: Failure | undefined;
+  /** Replies and socket events are handled one at a time, in arrival order. */
+  #chain: Promise<void> = Promise.resolve();
+  readonly #transcript: string[] = [];
+  readonly #remote: RelaySession['remote'];
+  #finished = false;
+  #resolve!: (session: RelaySession) => void;
+  readonly #done = new Promise<RelaySession>((resolve) => (this.#resolve = resolve));
+  #onAbort: (() => void) | undefined;
+
+  constructor(target: RelayTarget, messages: RelayMessage[], opts: RelayOptions) {
+    const timeouts = { ...DEFAULT_RELAY_TIMEOUTS, ...opts.timeouts };
+    const idle: Record<State, number> = {
+      CONNECT: timeouts.connect,
+      GREETING: timeouts.greeting,
+      EHLO: timeouts.ehlo,
+      HELO: timeouts.ehlo,
+      // The reply and the handshake after it; AUTH is an EHLO-like exchange.
+      STARTTLS: timeouts.ehlo,
+      AUTH: timeouts.ehlo,
+      MAIL: timeouts.mail,
+      RCPT: timeouts.rcpt,
+      DATA: timeouts.data,
+      BODY: timeouts.dataBlock,
+      RSET: timeouts.mail,
+      QUIT: timeouts.quit,
+      CLOSED: 0,
+    };
+    const log = opts.log.child({ svc: 'relay', cid: newConnectionId(), peer: `${target.host}:${target.port}` });
+    super('CONNECT', log, idle, { codePattern: REPLY_CODE_PATTERN });
+    this.stopTimer(); // armed again when run() connects
+    this.target = target;
+    this.#opts = opts;
+    this.#timeouts = timeouts;
+    this.#idle = idle;
+    this.#jobs = messages.map((msg) => ({ msg, results: msg.recipients.map(() => undefined), accepted: [], rcptIndex: 0 }));
+    this.#remote = { host: target.host };
+  }
+
+  /** Connect and run every message; resolves once the connection is closed. Never rejects. */
+  run(): Promise<RelaySession> {
+    const signal = this.#opts.signal;
+    if (this.#jobs.length === 0) {
+      this.#finish();
+      return this.#done;
+    }
+    if (signal?.aborted) {
+      this.#fail('RELAY_ABORTED', 'deferred', `delivery aborted before connecting (${abortReason(signal)})`);
+      this.#finish();
+      return this.#done;
+    }
+    if (signal) {
+      this.#onAbort = () => this.#fail('RELAY_ABORTED', 'deferred', `delivery aborted in state ${this.state} (${abortReason(signal)})`);
+      signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
+    this.#connect();
+    return this.#done;
+  }
+
+  // ---- plumbing ----------------------------------------------------------------------------
+
+  #connect(): void {
+    const t = this.target;
+    const base = { host: t.host, port: t.port, localAddress: this.#opts.localAddress };
+    this.transition('CONNECT', `connecting to ${t.host}:${t.port} (${t.tls})`);
+    let socket: net.Socket;
+    if (t.tls === 'implicit') {
+      socket = tls.connect({ ...base, ...this.#tlsOptions() });
+      socket.once('secureConnect', () => this.#enqueue(() => this.#connected(socket)));
+    } else {
+      socket = net.connect(base);
+      socket.once('connect', () => this.#enqueue(() => this.#connected(socket)));
+    }
+    socket.once('connect', () => (this.#tcpConnected = true));
+    this.#attach(socket);
+  }
+
+  #tlsOptions(): tls.ConnectionOptions {
+    const t = this.target;
+    const servername = t.servername ?? (net.isIP(t.host) ? undefined : t.host);
+    // Opportunistic STARTTLS to an MX: an unverifiable certificate still beats plaintext
+    // (RFC 7435); a smarthost or configured TLS is checked unless told otherwise.
+    const rejectUnauthorized = t.rejectUnauthorized ?? (t.tls === 'required' || t.tls === 'implicit');
+    return { servername, rejectUnauthorized, minVersion: 'TLSv1.2' };
+  }
+
+  #attach(socket: net.Socket): void {
+    this.#socket = socket;
+    this.#writer = new SocketWriter(socket);
+    const reader = new LineReader({
+      maxLine: MAX_REPLY_LINE,
+      onLine: (line) => this.#onLine(line.toString('utf8')),
+      onOverflow: () => this.#enqueue(() => this.#protocolError(`reply line longer than ${MAX_REPLY_LINE} bytes`)),
+      onPressure: (high) => (high ? socket.pause() : socket.resume()),
+    });
+    this.#reader = reader;
+    socket.on('data', (chunk: Buffer) => {
+      if (socket === this.#socket) reader.push(chunk);
+    });
+    socket.on('error', (err: Error) => {
+      this.#socketError ??= err;
+    });
+    socket.on('close', () => {
+      if (socket === this.#socket) this.#enqueue(() => this.#closed());
+    });
+  }
+
+  async #connected(socket: net.Socket): Promise<void> {
+    if (this.#failure || socket !== this.#socket) return;
+    this.#remote.address = socket.remoteAddress;
+    if (socket instanceof tls.TLSSocket) this.#noteTls(socket);
+    this.transition('GREETING', 'connected');
+  }
+
+  #noteTls(socket: tls.TLSSocket): void {
+    this.#secure = true;
+    this.#remote.tls = { protocol: socket.getProtocol() ?? 'unknown', cipher: socket.getCipher()?.name ?? 'unknown' };
+    this.#note(`TLS established: ${this.#remote.tls.protocol} ${this.#remote.tls.cipher}`);
+  }
+
+  #enqueue(fn: () => void | Promise<void>): void {
+    this.#chain = this.#chain.then(fn).catch((err: unknown) => {
+      this.log.error({ err }, 'relay event handler failed');
+      this.#fail('RELAY_INTERNAL', 'deferred', `internal error in state ${this.state}: ${(err as Error)?.message ?? String(err)}`);
+    });
+  }
+
+  #onLine(line: string): void {
+    if (this.#failure && this.state === 'CLOSED') return;
+    this.#record(`S: ${line}`);
+    this.log.trace({ line }, 'S:');
+    const parsed = parseReplyLine(line);
+    if (!parsed) {
+      this.#replyLines = [];
+      this.#enqueue(() => this.#protocolError(`not an SMTP reply: ${JSON.stringify(line.slice(0, 80))}`));
+      return;
+    }
+    this.#replyLines.push(parsed);
+    if (!parsed.final) {
+      if (this.#replyLines.length > MAX_REPLY_LINES) {
+        this.#replyLines = [];
+        this.#enqueue(() => this.#protocolError(`reply longer than ${MAX_REPLY_LINES} lines`));
+      }
+      return;
+    }
+    const reply = buildReply(this.#replyLines);
+    this.#replyLines = [];
+    if (typeof reply === 'string') this.#enqueue(() => this.#protocolError(reply));
+    else this.#enqueue(() => this.#onReply(reply));
+  }
+
+  async #onReply(reply: SmtpReply): Promise<void> {
+    if (this.state === 'CLOSED') return;
+    await this.dispatch(String(reply.code), reply);
+  }
+
+  /** Write one command line; `shown` replaces it in the transcript and logs (credentials). */
+  async #send(line: string, shown: string = line): Promise<void> {
+    this.#record(`C: ${shown}`);
+    this.log.trace({ line: shown }, 'C:');
+    await this.#writer?.writeLine(line);
+  }
+
+  #record(line: string): void {
+    this.#transcript.push(line.length > TRANSCRIPT_LINE_CHARS ? `${line.slice(0, TRANSCRIPT_LINE_CHARS)}…` : line);
+    if (this.#transcript.length > TRANSCRIPT_LINES) this.#transcript.splice(0, this.#transcript.length - TRANSCRIPT_LINES);
+  }
+
+  #note(text: string): void {
+    this.#record(`-- ${text}`);
+  }
+
+  #describe(): string {
+    const addr = this.#remote.address && this.#remote.address !== this.target.host ? ` [${this.#remote.address}]` : '';
+    return `${this.target.host}${addr}`;
+  }
+
+  /** The socket closed. Expected in QUIT and after a failure; anywhere else the remote dropped us. */
+  #closed(): void {
+    if (this.state !== 'QUIT' && this.state !== 'CLOSED') {
+      const why = this.#socketError ? `: ${this.#socketError.message}` : '';
+      if (this.state === 'CONNECT' && this.target.tls === 'implicit' && this.#tcpConnected) {
+        this.#fail('RELAY_TLS_FAILED', 'deferred', `TLS handshake with ${this.#describe()} failed${why}`);
+      } else if (this.state === 'CONNECT') {
+        this.#fail('RELAY_CONNECT_FAILED', 'deferred', `cannot connect to ${this.#describe()}:${this.target.port}${why}`);
+      } else if (this.state === 'BODY' || this.state === 'DATA') {
+        this.#fail('RELAY_CONNECTION_LOST', 'deferred', `${this.#describe()} closed the connection during DATA${why}`);
+      } else {
+        this.#fail('RELAY_CONNECTION_LOST', 'deferred', `${this.#describe()} closed the connection${why}`);
+      }
+    }
+    this.#finish();
+  }
+
+  /**
+   * A connection-level failure: every recipient without a verdict gets `status` with this
+   * text (naming the code and the state), and the connection is dropped. Idempotent: the
+   * first failure decides.
+   */
+  #fail(code: RelayErrorCode, status: Status, text: string, reply?: SmtpReply, opts: { quit?: boolean } = {}): void {
+    if (this.#failure) return;
+    const state = this.state;
+    const smtp = reply?.code ?? (status === 'failed' ? 554 : 421);
+    const enhanced = reply?.enhanced ?? defaultEnhanced(code, status);
+    const failure: Failure = { code, status, smtp, enhanced, text: `${code}: ${text} (state ${state})`, reply };
+    this.#failure = failure;
+    const error = new RelayError(code, failure.text);
+    this.log.info({ code, state, status }, error.message);
+    this.#note(error.message);
+    for (const job of this.#jobs) {
+      job.msg.recipients.forEach((r, i) => {
+        if (!job.results[i]) job.results[i] = { address: r.address, status, code: smtp, enhanced, text: failure.text, state };
+      });
+    }
+    if (opts.quit && this.#socket && !this.#socket.destroyed) {
+      void this.#quit();
+      return;
+    }
+    this.#drop();
+  }
+
+  #drop(): void {
+    if (this.state !== 'CLOSED') this.transition('CLOSED', this.#failure?.code ?? 'dropped');
+    this.stopTimer();
+    if (this.#socket && !this.#socket.destroyed) this.#socket.destroy();
+    else this.#enqueue(() => this.#finish());
+  }
+
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    if (this.state !== 'CLOSED') this.transition('CLOSED', 'finished');
+    this.stopTimer();
+    if (this.#onAbort) this.#opts.signal?.removeEventListener('abort', this.#onAbort);
+    const results: MessageResult[] = this.#jobs.map((job) => ({
+      id: job.msg.id,
+      recipients: job.msg.recipients.map(
+        (r, i) => job.results[i] ?? { address: r.address, status: 'deferred', code: 421, enhanced: '4.3.0', text: `RELAY_INTERNAL: no verdict reached (state ${this.state})`, state: this.state },
+      ),
+    }));
+    for (const r of results) {
+      const count = (s: Status): number => r.recipients.filter((x) => x.status === s).length;
+      this.log.info({ id: r.id, delivered: count('delivered'), deferred: count('deferred'), failed: count('failed') }, 'relay attempt');
+    }
+    this.#resolve({ results, transcript: [...this.#transcript], remote: { ...this.#remote } });
+  }
+
+  #protocolError(what: string): void {
+    this.#fail('RELAY_PROTOCOL', 'deferred', `${this.#describe()}: ${what}`);
+  }
+
+  async #quit(): Promise<void> {
+    this.transition('QUIT', 'done');
+    await this.#send('QUIT');
+  }
+
+  #decide(job: Job, index: number, status: Status, reply: SmtpReply, state: string, text: string = reply.text): void {
+    const r = job.msg.recipients[index];
+    job.results[index] = { address: r.address, status, code: reply.code, ...(reply.enhanced ? { enhanced: reply.enhanced } : {}), text, state };
+  }
+
+  /** Every recipient of the current message that has no verdict yet gets this one. */
+  #decideRest(job: Job, status: Status, reply: SmtpReply, state: string, text?: string): void {
+    job.msg.recipients.forEach((_r, i) => {
+      if (!job.results[i]) this.#decide(job, i, status, reply, state, text);
+    });
+  }
+
+  /** 421 anywhere: the remote is closing the channel (RFC 5321 3.8). */
+  #serviceClosing(code: string, reply: SmtpReply): boolean {
+    if (code !== '421') return false;
+    this.#fail('RELAY_CONNECTION_LOST', 'deferred', `${this.#describe()} is closing the connection: ${reply.code} ${reply.text}`, reply);
+    return true;
+  }
+
+  // ---- state machine hooks -------------------------------------------------------------------
+
+  onTimeout(): void {
+    if (this.state === 'QUIT') {
+      this.#note('no reply to QUIT; closing');
+      this.#drop();
+      return;
+    }
+    if (this.state === 'CLOSED') return;
+    const ms = this.#idle[this.state];
+    if (this.state === 'BODY') {
+      if (this.#dotSent) this.#fail('RELAY_FINAL_DOT_TIMEOUT', 'deferred', `no reply to the final dot from ${this.#describe()} within ${ms} ms`);
+      else this.#fail('RELAY_BODY_TIMEOUT', 'deferred', `${this.#describe()} took no message data for ${ms} ms`);
+      return;
+    }
+    const what = this.state === 'CONNECT' ? `cannot connect to ${this.#describe()}:${this.target.port} within ${ms} ms` : `no reply from ${this.#describe()} within ${ms} ms`;
+    this.#fail(`RELAY_${this.state}_TIMEOUT` as RelayErrorCode, 'deferred', what);
+  }
+
+  onHandlerError(err: unknown): void {
+    this.#fail('RELAY_INTERNAL', 'deferred', `internal error: ${(err as Error)?.message ?? String(err)}`);
+  }
+
+  /** A reply nobody expects in this state: the remote does not speak SMTP as we know it. */
+  do_default(code: string, reply?: SmtpReply): void {
+    this.#fail('RELAY_PROTOCOL', 'deferred', `unexpected reply ${code} ${reply?.text ?? ''} from ${this.#describe()}`, reply);
+  }
+
+  // ---- GREETING ------------------------------------------------------------------------------
+
+  async do_GREETING_220(): Promise<void> {
+    this.transition('EHLO', 'greeted');
+    await this.#send(`EHLO ${this.#opts.heloName}`);
+  }
+
+  do_GREETING_4xx(_code: string, reply: SmtpReply): Promise<void> {
+    return this.#greetingRejected('deferred', reply);
+  }
+
+  do_GREETING_5xx(_code: string, reply: SmtpReply): Promise<void> {
+    return this.#greetingRejected('failed', reply);
+  }
+
+  async #greetingRejected(status: Status, reply: SmtpReply): Promise<void> {
+    // RFC 5321 3.1: after a 554 greeting the client should send QUIT and wait.
+    this.#fail('RELAY_GREETING_REJECTED', status, `${this.#describe()} refused service: ${reply.code} ${reply.text}`, reply, { quit: true });
+  }
+
+  // ---- EHLO / HELO ---------------------------------------------------------------------------
+
+  async do_EHLO_250(reply: SmtpReply): Promise<void> {
+    this.#esmtp = true;
+    this.#caps = parseEhlo(reply.lines);
+    await this.#afterHello();
+  }
+
+  async do_EHLO_5xx(): Promise<void> {
+    // RFC 5321 3.2: a server that does not know EHLO gets HELO.
+    this.transition('HELO', 'EHLO refused');
+    await this.#send(`HELO ${this.#opts.heloName}`);
+  }
+
+  do_EHLO_4xx(code: string, reply: SmtpReply): void {
+    if (this.#serviceClosing(code, reply)) return;
+    this.#fail('RELAY_EHLO_REJECTED', 'deferred', `${this.#describe()} refused EHLO: ${reply.code} ${reply.text}`, reply, { quit: true });
+  }
+
+  async do_HELO_250(): Promise<void> {
+    this.#esmtp = false;
+    this.#caps = NO_CAPABILITIES;
+    await this.#afterHello();
+  }
+
+  do_HELO_4xx(code: string, reply: SmtpReply): void {
+    if (this.#serviceClosing(code, reply)) return;
+    this.#fail('RELAY_EHLO_REJECTED', 'deferred', `${this.#describe()} refused EHLO and HELO: ${reply.code} ${reply.text}`, reply, { quit: true });
+  }
+
+  do_HELO_5xx(_code: string, reply: SmtpReply): void {
+    this.#fail('RELAY_EHLO_REJECTED', 'failed', `${this.#describe()} refused EHLO and HELO: ${reply.code} ${reply.text}`, reply, { quit: true });
+  }
+
+  /** After a successful EHLO/HELO: STARTTLS if we should, then AUTH if configured, then mail. */
+  async #afterHello(): Promise<void> {
+    const tlsMode = this.target.tls;
+    if (!this.#secure && (tlsMode === 'opportunistic' || tlsMode === 'required')) {
+      if (this.#caps.starttls) {
+        this.transition('STARTTLS', 'offered');
+        await this.#send('STARTTLS');
+        return;
+      }
+      if (tlsMode === 'required') {
+        this.#fail('RELAY_TLS_REQUIRED', 'deferred', `TLS is required but ${this.#describe()} does not offer STARTTLS`, undefined, { quit: true });
+        return;
+      }
+    }
+    await this.#afterTls();
+  }
+
+  async #afterTls(): Promise<void> {
+    if (this.target.auth) {
+      await this.#startAuth();
+      return;
+    }
+    await this.#nextMessage();
+  }
+
+  // ---- STARTTLS ------------------------------------------------------------------------------
+
+  async do_STARTTLS_220(): Promise<void> {
+    const plain = this.#socket;
+    if (!plain) return;
+    // RFC 3207 4.2: forget everything learnt before TLS; nothing the server sent after its 220
+    // may be acted on, so the old reader (and anything buffered in it) is dropped.
+    plain.removeAllListeners('data');
+    plain.on('error', () => undefined);
+    const secure = tls.connect({ socket: plain, ...this.#tlsOptions() });
+    this.#attach(secure);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        secure.once('secureConnect', () => resolve());
+        secure.once('error', reject);
+        secure.once('close', () => reject(new Error('connection closed during the TLS handshake')));
+      });
+    } catch (err) {
+      this.#fail('RELAY_TLS_FAILED', 'deferred', `TLS handshake with ${this.#describe()} failed: ${(err as Error).message}`);
+      return;
+    }
+    if (this.#failure) return;
+    this.#noteTls(secure);
+    this.#caps = NO_CAPABILITIES;
+    this.transition('EHLO', 'TLS established');
+    await this.#send(`EHLO ${this.#opts.heloName}`);
+  }
+
+  do_STARTTLS_4xx(code: string, reply: SmtpReply): Promise<void> | void {
+    if (this.#serviceClosing(code, reply)) return;
+    return this.#starttlsRefused(reply);
+  }
+
+  do_STARTTLS_5xx(_code: string, reply: SmtpReply): Promise<void> {
+    return this.#starttlsRefused(reply);
+  }
+
+  async #starttlsRefused(reply: SmtpReply): Promise<void> {
+    if (this.target.tls === 'required') {
+      this.#fail('RELAY_TLS_FAILED', 'deferred', `${this.#describe()} refused STARTTLS: ${reply.code} ${reply.text}`, reply, { quit: true });
+      return;
+    }
+    // Opportunistic: the channel is still plaintext and still usable (RFC 3207 4).
+    this.#note(`STARTTLS refused (${reply.code}); continuing without TLS`);
+    this.transition('EHLO', 'STARTTLS refused');
+    await this.#afterTls();
+  }
+
+  // ---- AUTH ----------------------------------------------------------------------------------
+
+  #plaintextCredentialsAllowed(): boolean {
+    if (this.#secure) return true;
+    const addr = this.#remote.address ?? '';
+    return this.target.tls === 'none' && (addr.startsWith('127.') || addr === '::1' || addr.startsWith('::ffff:127.'));
+  }
+
+  async #startAuth(): Promise<void> {
+    const auth = this.target.auth!;
+    if (!this.#plaintextCredentialsAllowed()) {
+      this.#fail('RELAY_TLS_REQUIRED', 'deferred', `will not send credentials to ${this.#describe()} without TLS`, undefined, { quit: true });
+      return;
+    }
+    const mechs = this.#caps.auth;
+    if (!this.#esmtp || (!mechs.includes('PLAIN') && !mechs.includes('LOGIN'))) {
+      this.#fail('RELAY_AUTH_FAILED', 'deferred', `${this.#describe()} offers no AUTH PLAIN or LOGIN (offered: ${mechs.join(' ') || 'none'})`, undefined, { quit: true });
+      return;
+    }
+    this.transition('AUTH', 'credentials configured');
+    this.#authStep = 0;
+    if (mechs.includes('PLAIN')) {
+      this.#authMechanism = 'PLAIN';
+      const token = Buffer.from(`\0${auth.user}\0${auth.pass}`, 'utf8').toString('base64');
+      await this.#send(`AUTH PLAIN ${token}`, 'AUTH PLAIN [redacted]');
+    } else {
+      this.#authMechanism = 'LOGIN';
+      await this.#send('AUTH LOGIN');
+    }
+  }
+
+  async do_AUTH_235(): Promise<void> {
+    await this.#nextMessage();
+  }
+
+  async do_AUTH_334(): Promise<void> {
+    const auth = this.target.auth!;
+    this.#authStep += 1;
+    if (this.#authMechanism === 'PLAIN' && this.#authStep === 1) {
+      // A server that ignores the initial response asks again with an empty challenge.
+      await this.#send(Buffer.from(`\0${auth.user}\0${auth.pass}`, 'utf8').toString('base64'), '[redacted]');
+    } else if (this.#authMechanism === 'LOGIN' && this.#authStep <= 2) {
+      const value = this.#authStep === 1 ? auth.user : auth.pass;
+      await this.#send(Buffer.from(value, 'utf8').toString('base64'), '[redacted]');
+    } else {
+      // Cancel an exchange that goes on longer than the mechanism allows (RFC 4954 4).
+      await this.#send('*');
+    }
+  }
+
+  do_AUTH_4xx(code: string, reply: SmtpReply): void {
+    if (this.#serviceClosing(code, reply)) return;
+    this.#fail('RELAY_AUTH_FAILED', 'deferred', `${this.#describe()} refused AUTH ${this.#authMechanism}: ${reply.code} ${reply.text}`, reply, { quit: true });
+  }
+
+  do_AUTH_5xx(_code: string, reply: SmtpReply): void {
+    // Deferred, not failed: a wrong smarthost password is our configuration, and the mail
+    // should wait for it to be fixed rather than bounce (Postfix's smtp_sasl_auth_soft_bounce).
+    this.#fail('RELAY_AUTH_FAILED', 'deferred', `${this.#describe()} refused AUTH ${this.#authMechanism}: ${reply.code} ${reply.text}`, reply, { quit: true });
+  }
+
+  // ---- MAIL ----------------------------------------------------------------------------------
+
+  /** Start the next message's transaction, or QUIT when none is left. */
+  async #nextMessage(): Promise<void> {
+    for (;;) {
+      const job = this.#jobs[this.#nextJob++];
+      this.#job = job;
+      if (!job) {
+        await this.#quit();
+        return;
+      }
+      if (this.#refuseBeforeMail(job)) continue;
+      this.#dotSent = false;
+      this.transition('MAIL', `message ${job.msg.id}`);
+      const m = job.msg;
+      if (m.eightBit && !this.#caps.eightBitMime) {
+        // Our choice: send the 8-bit body anyway (RFC 6152 does not let us, but nearly every
+        // server accepts it and downgrading means re-encoding a signed message). Noted here.
+        this.#note(`message ${m.id}: 8-bit body sent without 8BITMIME (not offered)`);
+        this.log.warn({ id: m.id }, '8-bit body sent to a server without 8BITMIME');
+      }
+      await this.#send(mailFromCommand({ from: m.from, caps: this.#caps, esmtp: this.#esmtp, size: m.size, eightBit: m.eightBit, smtpUtf8: m.needsSmtpUtf8, dsn: m.dsn }));
+      return;
+    }
+  }
+
+  /** Permanent failures we can see before MAIL FROM: SMTPUTF8, SIZE, unusable addresses. */
+  #refuseBeforeMail(job: Job): boolean {
+    const m = job.msg;
+    const host = this.#describe();
+    let verdict: { code: RelayErrorCode; smtp: number; enhanced: string; text: string } | undefined;
+    if (!isSafeAddress(m.from)) {
+      verdict = { code: 'RELAY_BAD_ADDRESS', smtp: 553, enhanced: '5.1.7', text: `sender address ${JSON.stringify(m.from.slice(0, 100))} cannot be sent over SMTP` };
+    } else if (m.needsSmtpUtf8 && !this.#caps.smtpUtf8) {
+      // RFC 6531 3.5: no downgrade; the message cannot be delivered to this server.
+      verdict = { code: 'RELAY_SMTPUTF8_REQUIRED', smtp: 553, enhanced: '5.6.7', text: `the message needs SMTPUTF8 (non-ASCII addresses or headers) but ${host} does not offer it` };
+    } else if (this.#caps.size > 0 && m.size > this.#caps.size) {
+      // RFC 1870 6: the declared limit is fixed; retrying will not help.
+      verdict = { code: 'RELAY_SIZE_EXCEEDED', smtp: 552, enhanced: '5.3.4', text: `message of ${m.size} bytes is larger than the ${this.#caps.size} bytes ${host} accepts` };
+    }
+    if (verdict) {
+      const reply: SmtpReply = { code: verdict.smtp, enhanced: verdict.enhanced, lines: [], text: `${verdict.code}: ${verdict.text}` };
+      this.#note(reply.text);
+      this.#decideRest(job, 'failed', reply, 'MAIL');
+      return true;
+    }
+    job.msg.recipients.forEach((r, i) => {
+      if (!isSafeAddress(r.address)) {
+        this.#decide(job, i, 'failed', { code: 553, enhanced: '5.1.3', lines: [], text: '' }, 'RCPT', `RELAY_BAD_ADDRESS: recipient address cannot be sent over SMTP`);
+      }
+    });
+    return job.results.every((r) => r !== undefined);
+  }
+
+  async do_MAIL_250(): Promise<void> {
+    this.transition('RCPT', 'sender accepted');
+    await this.#nextRcpt();
+  }
+
+  do_MAIL_4xx(code: string, reply: SmtpReply): Promise<void> | void {
+    if (this.#serviceClosing(code, reply)) return;
+    this.#decideRest(this.#job!, 'deferred', reply, 'MAIL');
+    return this.#rset();
+  }
+
+  do_MAIL_5xx(_code: string, reply: SmtpReply): Promise<void> {
+    this.#decideRest(this.#job!, 'failed', reply, 'MAIL');
+    return this.#rset();
+  }
+
+  // ---- RCPT ----------------------------------------------------------------------------------
+
+  /** Send the next RCPT TO of the current message, or DATA (or RSET) after the last. */
+  async #nextRcpt(): Promise<void> {
+    const job = this.#job!;
+    while (job.rcptIndex < job.msg.recipients.length && job.results[job.rcptIndex]) job.rcptIndex++;
+    if (job.rcptIndex < job.msg.recipients.length) {
+      const r = job.msg.recipients[job.rcptIndex];
+      await this.#send(rcptToCommand(r.address, this.#caps, { notify: r.notify, orcpt: r.orcpt }));
+      return;
+    }
+    if (job.accepted.length === 0) {
+      await this.#rset();
+      return;
+    }
+    this.transition('DATA', `${job.accepted.length} recipient(s) accepted`);
+    await this.#send('DATA');
+  }
+
+  async do_RCPT_2xx(): Promise<void> {
+    const job = this.#job!;
+    job.accepted.push(job.rcptIndex);
+    job.rcptIndex++;
+    await this.#nextRcpt();
+  }
+
+  do_RCPT_4xx(code: string, reply: SmtpReply): Promise<void> | void {
+    if (this.#serviceClosing(code, reply)) return;
+    return this.#rcptRefused('deferred', reply);
+  }
+
+  do_RCPT_5xx(_code: string, reply: SmtpReply): Promise<void> {
+    return this.#rcptRefused('failed', reply);
+  }
+
+  async #rcptRefused(status: Status, reply: SmtpReply): Promise<void> {
+    const job = this.#job!;
+    this.#decide(job, job.rcptIndex, status, reply, 'RCPT');
+    job.rcptIndex++;
+    await this.#nextRcpt();
+  }
+
+  // ---- DATA / BODY ---------------------------------------------------------------------------
+
+  async do_DATA_354(): Promise<void> {
+    const job = this.#job!;
+    this.#idle.BODY = this.#timeouts.dataBlock;
+    this.transition('BODY', 'go ahead');
+    const writer = this.#writer!;
+    const stuffer = new DotStuffer();
+    let bytes = 0;
+    try {
+      // Read only as fast as the socket drains: a 30 MB message never sits in memory.
+      for await (const chunk of job.msg.open() as AsyncIterable<Uint8Array | string>) {
+        if (this.#failure || writer.closed) break;
+        const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+        bytes += buf.length;
+        const out = stuffer.push(buf);
+        if (out.length > 0) await writer.write(out);
+        this.rearm(); // RFC 5321 4.5.3.2.5: the timer is per block written
+      }
+    } catch (err) {
+      this.#fail('RELAY_SOURCE_FAILED', 'deferred', `cannot read message ${job.msg.id}: ${(err as Error)?.message ?? String(err)}`);
+      return;
+    }
+    if (this.#failure || writer.closed) return;
+    this.#record(`C: [message body, ${bytes} bytes]`);
+    this.#record('C: .');
+    await writer.write(stuffer.end());
+    if (this.#failure) return;
+    this.#dotSent = true;
+    this.#idle.BODY = this.#timeouts.finalDot;
+    this.rearm();
+  }
+
+  do_DATA_4xx(code: string, reply: SmtpReply): Promise<void> | void {
+    if (this.#serviceClosing(code, reply)) return;
+    this.#decideRest(this.#job!, 'deferred', reply, 'DATA');
+    return this.#rset();
+  }
+
+  do_DATA_5xx(_code: string, reply: SmtpReply): Promise<void> {
+    this.#decideRest(this.#job!, 'failed', reply, 'DATA');
+    return this.#rset();
+  }
+
+  async do_BODY_2xx(_code: string, reply: SmtpReply): Promise<void> {
+    this.#bodyDone('delivered', reply);
+    await this.#nextMessage();
+  }
+
+  async do_BODY_4xx(_code: string, reply: SmtpReply): Promise<void> {
+    // The transaction is over either way (RFC 5321 4.1.1.4): no RSET needed. A 421 here
+    // still applies to this message first.
+    this.#bodyDone('deferred', reply);
+    if (this.#serviceClosing(String(reply.code), reply)) return;
+    await this.#nextMessage();
+  }
+
+  async do_BODY_5xx(_code: string, reply: SmtpReply): Promise<void> {
+    this.#bodyDone('failed', reply);
+    await this.#nextMessage();
+  }
+
+  #bodyDone(status: Status, reply: SmtpReply): void {
+    const job = this.#job!;
+    if (!this.#dotSent) this.#note(`reply ${reply.code} before the end of the message data`);
+    for (const i of job.accepted) this.#decide(job, i, status, reply, 'BODY');
+    this.#decideRest(job, status, reply, 'BODY');
+  }
+
+  // ---- RSET ----------------------------------------------------------------------------------
+
+  /** Abandon the current transaction before the next one (RFC 5321 4.1.1.5). */
+  async #rset(): Promise<void> {
+    if (this.#nextJob >= this.#jobs.length) {
+      // Nothing left to send: QUIT ends the transaction as well as RSET would.
+      await this.#nextMessage();
+      return;
+    }
+    this.transition('RSET', 'transaction abandoned');
+    await this.#send('RSET');
+  }
+
+  async do_RSET_250(): Promise<void> {
+    await this.#nextMessage();
+  }
+
+  do_RSET_default(code: string, reply: SmtpReply): void {
+    if (this.#serviceClosing(code, reply)) return;
+    this.#fail('RELAY_PROTOCOL', 'deferred', `${this.#describe()} refused RSET: ${reply.code} ${reply.text}`, reply);
+  }
+
+  // ---- QUIT ----------------------------------------------------------------------------------
+
+  do_QUIT_default(): void {
+    // Whatever it says, we are done (RFC 5321 4.1.1.10: the server closes after 221).
+    this.#drop();
+  }
+
+  /** For diagnostics and tests: the current message's capabilities as last parsed. */
+  get capabilities(): EhloCapabilities {
+    return this.#caps;
+  }
+
+  get secure(): boolean {
+    return this.#secure;
+  }
+}
+
+const noStrayHandlers: NoStrayHandlers<RelayClient, State, ReplyCode | ReplyClass> = true;
+void noStrayHandlers;
+
+function defaultEnhanced(code: RelayErrorCode, status: Status): string {
+  const cls = status === 'failed' ? '5' : '4';
+  switch (code) {
+    case 'RELAY_CONNECT_FAILED':
+    case 'RELAY_CONNECT_TIMEOUT':
+      return `${cls}.4.1`; // RFC 3463 X.4.1 no answer from host
+    case 'RELAY_TLS_REQUIRED':
+      return `${cls}.7.10`; // RFC 8098/7672 X.7.10 encryption needed
+    case 'RELAY_TLS_FAILED':
+      return `${cls}.7.5`; // X.7.5 cryptographic failure
+    case 'RELAY_AUTH_FAILED':
+      return `${cls}.7.8`; // RFC 4954 X.7.8 authentication credentials invalid
+    case 'RELAY_PROTOCOL':
+      return `${cls}.5.0`; // X.5.0 other protocol status
+    case 'RELAY_INTERNAL':
+    case 'RELAY_SOURCE_FAILED':
+    case 'RELAY_ABORTED':
+      return `${cls}.3.0`; // X.3.0 other mail system status
+    default:
+      return `${cls}.4.2`; // X.4.2 bad connection (timeouts, drops)
+  }
+}
+
+function abortReason(signal: AbortSignal): string {
+  const reason: unknown = signal.reason;
+  if (reason instanceof Error) return reason.message;
+  return reason === undefined ? 'aborted' : String(reason);
+}
