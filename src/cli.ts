@@ -65,19 +65,30 @@ export function buildCli(): Command {
         );
       }
       const { startHearth } = await import('./main.ts');
-      const running = await startHearth({ configDir });
+      // Handlers go in before start-up, so a signal that arrives while hearth starts is not lost.
       let signals = 0;
+      let running: Awaited<ReturnType<typeof startHearth>> | undefined;
+      let stopRequested: string | undefined;
       const stop = (signal: string) => {
         signals += 1;
         if (signals > 1) {
-          running.log.warn({ signal }, 'second signal: exiting now');
+          running?.log.warn({ signal }, 'second signal: exiting now');
           process.exit(1);
+        }
+        if (!running) {
+          stopRequested = signal;
+          return;
         }
         running.log.info({ signal }, 'signal received');
         void running.close().then(() => process.exit(0));
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
+      running = await startHearth({ configDir });
+      if (stopRequested) {
+        signals = 0;
+        stop(stopRequested);
+      }
     });
 
   program
@@ -155,6 +166,109 @@ export function buildCli(): Command {
       const users = await file.list();
       if (opts.json) process.stdout.write(JSON.stringify(users.map((u) => ({ address: u.address, scheme: /^\{([^}]+)\}/.exec(u.hash)?.[1] ?? 'unknown' })), null, 2) + '\n');
       else process.stdout.write(users.length ? users.map((u) => u.address).join('\n') + '\n' : 'no users yet: add one with `hearth user add ADDRESS`\n');
+    });
+
+  const queue = program.command('queue').description('the outbound queue: list, inspect, retry, hold, release, delete, flush');
+  /** Run a queue command on the running server, or on the spool directly when none runs. */
+  const runQueue = async (opts: { config?: string }, cmd: string, args: Record<string, unknown> = {}): Promise<unknown> => {
+    const loaded = await loadConfig(configDirOf(opts));
+    try {
+      return await controlRequest(join(loaded.dataDir, 'hearth.sock'), cmd, args, 120_000);
+    } catch (err) {
+      if ((err as HearthError).code !== 'CONTROL_NOT_RUNNING') throw err;
+    }
+    const [{ OutboundQueue }, { queueCommands }, { Scheduler }, { silentLogger }] = await Promise.all([
+      import('./queue/queue.ts'),
+      import('./queue/commands.ts'),
+      import('./core/scheduler.ts'),
+      import('./core/log.ts'),
+    ]);
+    // No server: open the spool with a scheduler that never runs, so nothing is delivered from here.
+    const offline = new OutboundQueue({
+      dir: join(loaded.dataDir, 'queue'),
+      scheduler: new Scheduler({ log: silentLogger() }),
+      deliver: () => Promise.reject(new HearthError('CLI_OFFLINE', 'the server is not running')),
+      bounce: () => Promise.reject(new HearthError('CLI_OFFLINE', 'the server is not running')),
+      hostname: loaded.config.hostname,
+      log: silentLogger(),
+    });
+    await offline.start();
+    try {
+      if (cmd === 'queue.flush') throw new HearthError('CLI_OFFLINE', 'flush needs the running server (it delivers); start hearth, or use `hearth queue retry --all` to mark everything due');
+      return await queueCommands(offline)[cmd](args);
+    } finally {
+      await offline.stop();
+    }
+  };
+  type Entry = { id: string; from: string; createdAt: number; held: boolean; size: number; recipients: Array<{ address: string; status: string; attempts: number; lastReply?: string; nextAttemptAt?: number }> };
+  const age = (ms: number) => (ms < 3_600_000 ? `${Math.round(ms / 60_000)}m` : ms < 172_800_000 ? `${Math.round(ms / 3_600_000)}h` : `${Math.round(ms / 86_400_000)}d`);
+  const printEntry = (e: Entry) => {
+    process.stdout.write(`${e.id}  ${age(Date.now() - e.createdAt)} old  ${e.size} bytes  from <${e.from}>${e.held ? '  [held]' : ''}\n`);
+    for (const r of e.recipients) {
+      const next = r.nextAttemptAt && r.status !== 'delivered' && r.status !== 'failed' ? `, next try in ${age(Math.max(0, r.nextAttemptAt - Date.now()))}` : '';
+      process.stdout.write(`    ${r.address}  ${r.status}, ${r.attempts} attempt${r.attempts === 1 ? '' : 's'}${next}${r.lastReply ? `\n      last reply: ${r.lastReply}` : ''}\n`);
+    }
+  };
+  queue
+    .command('list')
+    .description('every queued message: id, age, sender, recipients with state and last reply')
+    .option('-c, --config <dir>', 'config folder')
+    .option('--json', 'print JSON')
+    .action(async (opts: { config?: string; json?: boolean }) => {
+      const entries = (await runQueue(opts, 'queue.list')) as Entry[];
+      if (opts.json) return void process.stdout.write(JSON.stringify(entries, null, 2) + '\n');
+      if (entries.length === 0) return void process.stdout.write('the queue is empty\n');
+      for (const e of entries) printEntry(e);
+    });
+  queue
+    .command('show')
+    .description('one queued message in detail, with the path of its file')
+    .argument('<id>', 'queue id')
+    .option('-c, --config <dir>', 'config folder')
+    .option('--json', 'print JSON')
+    .action(async (id: string, opts: { config?: string; json?: boolean }) => {
+      const shown = (await runQueue(opts, 'queue.show', { id })) as { entry: Entry; path: string };
+      if (opts.json) return void process.stdout.write(JSON.stringify(shown, null, 2) + '\n');
+      printEntry(shown.entry);
+      process.stdout.write(`  message file: ${shown.path}\n`);
+    });
+  queue
+    .command('retry')
+    .description('try a message (or, with --all, every message) again now')
+    .argument('[id]', 'queue id')
+    .option('--all', 'every queued message')
+    .option('-c, --config <dir>', 'config folder')
+    .option('--json', 'print JSON')
+    .action(async (id: string | undefined, opts: { config?: string; all?: boolean; json?: boolean }) => {
+      if (!id && !opts.all) throw new HearthError('CLI_USAGE', 'give a queue id, or --all');
+      const result = (await runQueue(opts, 'queue.retry', id ? { id } : {})) as { retried: number };
+      process.stdout.write(opts.json ? JSON.stringify(result) + '\n' : `${result.retried} message${result.retried === 1 ? '' : 's'} due now\n`);
+    });
+  for (const [name, description, cmd] of [
+    ['hold', 'keep a message in the queue without trying it until released', 'queue.hold'],
+    ['release', 'let a held message be tried again', 'queue.release'],
+    ['delete', 'remove a message from the queue without bouncing it', 'queue.delete'],
+  ] as const) {
+    queue
+      .command(name)
+      .description(description)
+      .argument('<id>', 'queue id')
+      .option('-c, --config <dir>', 'config folder')
+      .option('--json', 'print JSON')
+      .action(async (id: string, opts: { config?: string; json?: boolean }) => {
+        const result = await runQueue(opts, cmd, { id });
+        process.stdout.write(opts.json ? JSON.stringify(result) + '\n' : `${name}: ${id} done\n`);
+      });
+  }
+  queue
+    .command('flush')
+    .description('try everything now and wait until the queue is empty or only deferred mail remains')
+    .option('-c, --config <dir>', 'config folder')
+    .option('--timeout <seconds>', 'give up waiting after this long', '120')
+    .option('--json', 'print JSON')
+    .action(async (opts: { config?: string; timeout: string; json?: boolean }) => {
+      const result = (await runQueue(opts, 'queue.flush', { timeoutMs: Number(opts.timeout) * 1000 })) as { remaining: number };
+      process.stdout.write(opts.json ? JSON.stringify(result) + '\n' : result.remaining ? `${result.remaining} message(s) still waiting (deferred); see \`hearth queue list\`\n` : 'the queue is empty\n');
     });
 
   const dkim = program.command('dkim').description('DKIM signing keys (config/dkim/DOMAIN/SELECTOR.pem)');

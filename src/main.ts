@@ -4,6 +4,8 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ControlServer } from './core/control.ts';
+import type { ControlHandler } from './core/control.ts';
+import { queueCommands } from './queue/commands.ts';
 import { HearthError } from './core/errors.ts';
 import { createLogger } from './core/log.ts';
 import type { Logger } from './core/log.ts';
@@ -22,6 +24,14 @@ import { ImapServer } from './imap/server.ts';
 import { SUMMARY_TASK_MODULE, SummaryProvider } from './imap/message-info.ts';
 import type { LineServer, LineSessionLike } from './core/line-server.ts';
 import { WorkerPool } from './core/workers.ts';
+import { promises as dns } from 'node:dns';
+import { OutboundQueue } from './queue/queue.ts';
+import { makeDeliver } from './smtp/outbound.ts';
+import type { RelayTarget } from './smtp/relay-client.ts';
+import { DkimSigner, loadDkimKeys } from './smtp/dkim.ts';
+import { SubmissionPipeline, SubmissionSmtp } from './smtp/submission.ts';
+import { splitAddress } from './smtp/listener.ts';
+import type { MailboxRef } from './smtp/listener.ts';
 
 export type Endpoint = { service: string; host: string; port: number; tls: string };
 
@@ -58,18 +68,21 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
 
     const controlPath = join(loaded.dataDir, 'hearth.sock');
     const endpoints: Endpoint[] = [];
-    const control = new ControlServer(controlPath, log.child({ svc: 'control' }), {
+    // Services add their own commands (queue.*) as they start.
+    const controlCommands: Record<string, ControlHandler> = {
       status: async () => ({ pid: process.pid, uptime: Math.round(process.uptime()), endpoints, version: await version() }),
       'users-changed': async () => {
         await directory.reload();
         return { reloaded: true };
       },
-    });
+    };
+    const control = new ControlServer(controlPath, log.child({ svc: 'control' }), controlCommands);
     // First, so a second hearth on the same data directory stops before touching anything.
     await control.listen();
     stoppers.push(() => control.close());
 
-    const scheduler = new Scheduler({ log: log.child({ svc: 'scheduler' }) });
+    // Room for the queue's deliveries plus housekeeping; the queue enforces its own limits.
+    const scheduler = new Scheduler({ log: log.child({ svc: 'scheduler' }), concurrency: config.queue.max_concurrent + 4 });
     scheduler.start();
     stoppers.push(() => scheduler.stop());
     // Maildir spec: files left in tmp/ for 36 hours are debris of interrupted deliveries.
@@ -113,6 +126,97 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
       baseDelayMs: config.auth.failure_delay,
       maxDelayMs: config.auth.max_failure_delay,
     });
+    // Domains can change on a config reload; logins qualify bare names with the current ones.
+    let currentDomains = config.domains;
+    // --- sending: the outbound queue, its delivery through the relay client, submission ---
+    const resolver = new dns.Resolver({ timeout: Math.min(config.dns.timeout, 30_000), tries: 2 });
+    if (config.dns.servers.length) resolver.setServers(config.dns.servers);
+    const deliverLocally = async (boxes: MailboxRef[], raw: Buffer) => {
+      await store.deliver(boxes, (async function* () {
+        yield raw;
+      })());
+      for (const box of boxes) void mail.notifyDelivered(box);
+    };
+    const queue: OutboundQueue = new OutboundQueue({
+      dir: join(loaded.dataDir, 'queue'),
+      scheduler,
+      hostname: config.hostname,
+      log: log.child({ svc: 'queue' }),
+      fsync: config.fsync,
+      policy: {
+        firstRetryMs: config.queue.first_retry,
+        maxRetryMs: config.queue.max_retry,
+        lifetimeMs: config.queue.lifetime,
+        delayWarningMs: config.queue.delay_warning,
+        maxConcurrent: config.queue.max_concurrent,
+        maxPerDomain: config.queue.max_per_domain,
+      },
+      deliver: makeDeliver({
+        heloName: config.hostname,
+        log: log.child({ svc: 'relay' }),
+        resolver,
+        dnsTimeoutMs: config.dns.timeout,
+        mxPort: config.relay.mx_port,
+        requireTls: config.relay.require_tls,
+        smarthost: await smarthostTarget(loaded),
+      }),
+      // Bounces come from <>, so they never bounce themselves (no loops).
+      bounce: async ({ to, raw }) => {
+        const parts = splitAddress(to);
+        if (parts && directory.isLocalDomain(parts.domain)) {
+          const boxes = directory.resolve(to)?.local ?? [];
+          if (boxes.length === 0) return void log.warn({ to }, 'bounce for an address that no longer exists here; dropped');
+          await deliverLocally(boxes, Buffer.concat([Buffer.from('Return-Path: <>\r\n'), raw]));
+        } else {
+          await queue.enqueue({ from: '', recipients: [{ address: to }] }, raw);
+        }
+      },
+    });
+    await queue.start();
+    stoppers.push(() => queue.stop());
+    Object.assign(controlCommands, queueCommands(queue));
+    const dkim = new DkimSigner(await loadDkimKeys(loaded.dir, log.child({ svc: 'dkim' })), log.child({ svc: 'dkim' }));
+    const pipeline = new SubmissionPipeline({
+      hostname: config.hostname,
+      log: log.child({ svc: 'submission' }),
+      directory,
+      store,
+      queue,
+      dkim,
+      onDelivered: (boxes) => {
+        for (const box of boxes) void mail.notifyDelivered(box);
+      },
+    });
+    for (const service of ['submission', 'submissions'] as const) {
+      const listener = config.listeners[service];
+      if (!listener?.enabled) continue;
+      if (listener.tls === 'implicit' && !tls) {
+        log.error({ service }, `${service} needs a TLS certificate for implicit TLS; not started`);
+        continue;
+      }
+      const server = new SubmissionSmtp({
+        hostname: config.hostname,
+        log: log.child({ svc: service }),
+        directory,
+        pipeline,
+        limiter,
+        domains: () => currentDomains,
+        tls: listener.tls,
+        key: tls?.key,
+        cert: tls?.cert,
+        plaintextAuth: config.auth.plaintext,
+        maxMessageBytes: config.limits.message_size,
+        maxRecipients: config.limits.recipients,
+        connectionsPerIp: config.limits.connections_per_ip,
+        maxConnections: config.limits.connections,
+        idleTimeoutMs: config.timeouts.smtp_idle,
+        closeTimeoutMs: config.timeouts.shutdown_grace,
+      });
+      const bound = await listenOrExplain(() => server.listen(listener.listen.port, listener.listen.host), service, listener.listen);
+      endpoints.push({ service, ...bound, tls: listener.tls });
+      stoppers.push(() => server.close());
+    }
+
     const mailBackend: Pop3Backend = {
       authenticate: async (username, password) => {
         const record = await directory.authenticate(qualify(username, config.domains), password);
@@ -181,6 +285,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         // Live-applicable settings; listener changes need a restart, so say so.
         log.level = next.config.log_level;
         directory.setDomains(next.config.domains);
+        currentDomains = next.config.domains;
         log.info('configuration reloaded (listener and TLS changes take effect after a restart)');
       },
     });
@@ -235,6 +340,25 @@ async function readTls(loaded: LoadedConfig, log: Logger): Promise<{ key: Buffer
     log.error({ err: (err as Error).message }, `cannot read the TLS certificate or key (${loaded.tlsCert}, ${loaded.tlsKey}): TLS is off until they exist; set tls.cert and tls.key in hearth.toml`);
     return undefined;
   }
+}
+
+/** The smarthost as a relay target, from [relay] (its password from a 0600 file), or undefined for MX mode. */
+async function smarthostTarget(loaded: LoadedConfig): Promise<RelayTarget | undefined> {
+  const relay = loaded.config.relay;
+  if (relay.mode !== 'smarthost') return undefined;
+  const m = relay.smarthost ? /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(relay.smarthost) : null;
+  if (!m) throw new HearthError('CONFIG_INVALID', `relay.smarthost must be "host:port" when relay.mode = "smarthost" (e.g. "smtp.provider.example:587"); it is ${JSON.stringify(relay.smarthost ?? '')}`);
+  let auth: RelayTarget['auth'];
+  if (relay.smarthost_user) {
+    if (!relay.smarthost_password_file) throw new HearthError('CONFIG_INVALID', 'relay.smarthost_user needs relay.smarthost_password_file (a file holding only the password, mode 0600)');
+    const file = join(loaded.dir, relay.smarthost_password_file);
+    const pass = (await readFile(file, 'utf8').catch((err: Error) => {
+      throw new HearthError('CONFIG_INVALID', `cannot read the smarthost password from ${file}: ${err.message}`);
+    })).trim();
+    auth = { user: relay.smarthost_user, pass };
+  }
+  const tlsMode = relay.smarthost_tls === 'implicit' ? 'implicit' : relay.smarthost_tls === 'none' ? 'none' : 'required';
+  return { host: m[1] ?? m[2], port: Number(m[3]), tls: tlsMode, auth };
 }
 
 /** A bare user name means that user in the only local domain, as Dovecot does with one domain. */

@@ -103,6 +103,41 @@ export const ConfigSchema = z.strictObject({
       shutdown_grace: duration.prefault('10s'),
     })
     .prefault({}),
+  // --- sending: outbound relay, queue, DNS ---
+  relay: z
+    .strictObject({
+      /** "mx" delivers straight to each domain's MX; "smarthost" hands everything to one server. */
+      mode: z.enum(['mx', 'smarthost']).default('mx'),
+      /** host:port of the smarthost (e.g. your provider's submission server). */
+      smarthost: z.string().optional(),
+      smarthost_tls: z.enum(['starttls', 'implicit', 'none']).default('starttls'),
+      smarthost_user: z.string().optional(),
+      /** File (relative to the config folder, mode 0600) holding the smarthost password. */
+      smarthost_password_file: z.string().optional(),
+      /** Port of remote MX servers: 25 on the internet; tests point it at loopback servers. */
+      mx_port: z.number().int().min(1).max(65535).default(25),
+      /** Refuse to deliver to an MX that does not offer STARTTLS (default: use it when offered). */
+      require_tls: z.boolean().default(false),
+    })
+    .prefault({}),
+  queue: z
+    .strictObject({
+      first_retry: duration.prefault('5m'),
+      max_retry: duration.prefault('4h'),
+      lifetime: duration.prefault('5d'),
+      /** Tell the sender once when a message has waited this long; 0 = never. */
+      delay_warning: duration.prefault('4h'),
+      max_concurrent: z.number().int().min(1).default(20),
+      max_per_domain: z.number().int().min(1).default(4),
+    })
+    .prefault({}),
+  dns: z
+    .strictObject({
+      /** Resolvers as "ip" or "ip:port"; empty = the system's. */
+      servers: z.array(z.string()).default([]),
+      timeout: duration.prefault('10s'),
+    })
+    .prefault({}),
 });
 
 export type HearthConfig = z.output<typeof ConfigSchema>;

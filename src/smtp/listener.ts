@@ -157,14 +157,14 @@ export class SmtpListener<R> {
   }
 
   async #onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: { user?: unknown }) => void): Promise<void> {
-    const authenticate = this.#opts.policy.authenticate;
-    if (!authenticate) return cb(smtpError(502, '5.5.1 AUTH is not offered here'));
+    const policy = this.#opts.policy;
+    if (!policy.authenticate) return cb(smtpError(502, '5.5.1 AUTH is not offered here'));
     const plaintext = this.#opts.plaintextAuth ?? 'never';
     if (!session.secure && !(plaintext === 'always' || (plaintext === 'loopback' && isLoopback(session.remoteAddress)))) {
       return cb(smtpError(538, '5.7.11 Encryption required: send STARTTLS first, or use port 465'));
     }
     try {
-      const user = await authenticate(auth.username ?? '', auth.password ?? '', session);
+      const user = await policy.authenticate(auth.username ?? '', auth.password ?? '', session);
       if (!user) return cb(null, { user: undefined });
       cb(null, { user });
     } catch (err) {

@@ -31,19 +31,123 @@ export type OutboundEnqueue = {
   ): Promise<string>;
 };
 
-export type SubmissionOptions = Omit<SmtpListenerOptions<SubmittedRcpt>, 'policy'> & {
-  directory: RecipientDirectory & { authenticate(address: string, password: string): Promise<{ user: string; domain: string } | null> };
+export type PipelineOptions = {
+  hostname: string;
+  log: Logger;
+  directory: RecipientDirectory;
   store: MessageStore;
   queue: OutboundEnqueue;
+  /** Signs what leaves for other servers; mail from a domain without a key goes unsigned. */
+  dkim?: { sign(message: Buffer, domain: string): Promise<string> };
+  onDelivered?: (boxes: MailboxRef[]) => void;
+};
+
+export type Submission = {
+  user: SubmissionUser;
+  /** Envelope sender ('' for the null sender). */
+  sender: string;
+  recipients: Array<{ address: string; notify?: string[]; orcpt?: string }>;
+  message: Buffer;
+  /** Our Received: header for this hop (SMTP submission adds one; the webmail does not). */
+  received?: string;
+  dsn?: { ret?: 'FULL' | 'HDRS'; envid?: string };
+  smtpUtf8?: boolean;
+  eightBitMime?: boolean;
+};
+
+/**
+ * The one way mail from a user leaves hearth, for SMTP submission and the webmail alike:
+ * checks that the sender and From: are the user's, completes Date/Message-ID, signs with
+ * DKIM, stores local copies and queues the rest, all before it returns.
+ */
+export class SubmissionPipeline {
+  readonly #opts: PipelineOptions;
+  constructor(opts: PipelineOptions) {
+    this.#opts = opts;
+  }
+
+  /** Does this address deliver to the user's mailbox (their address or an alias of theirs)? */
+  owns(user: SubmissionUser, address: string): boolean {
+    const parts = splitAddress(address);
+    if (!parts || !this.#opts.directory.isLocalDomain(parts.domain)) return false;
+    const r = this.#opts.directory.resolve(address);
+    return Boolean(r?.local.some((b) => b.user === user.user && b.domain === user.domain));
+  }
+
+  checkSender(user: SubmissionUser, address: string): void {
+    // The null sender is allowed: clients send read receipts and vacation replies with it.
+    if (address !== '' && !this.owns(user, address)) {
+      throw smtpError(553, `5.7.1 You may send only as your own addresses; <${address}> is not one of ${user.address}'s`);
+    }
+  }
+
+  /** Local mailboxes for a recipient, [] for a remote one; throws 550 for an unknown local user. */
+  route(address: string): MailboxRef[] {
+    const parts = splitAddress(address);
+    if (!parts) throw smtpError(553, '5.1.3 Recipient address must be user@domain');
+    if (!this.#opts.directory.isLocalDomain(parts.domain)) return [];
+    const r = this.#opts.directory.resolve(address);
+    if (!r || r.local.length === 0) throw smtpError(550, `5.1.1 No such user here: <${address}>`);
+    return r.local;
+  }
+
+  async submit(s: Submission): Promise<{ queueId?: string; local: number; remote: number }> {
+    this.checkSender(s.user, s.sender);
+    const routed = s.recipients.map((r) => ({ ...r, local: this.route(r.address) }));
+    const fromDomain = this.#checkFrom(s.user, s.message);
+    const message = completeHeaders(s.message, this.#opts.hostname);
+    const signature = this.#opts.dkim ? await this.#opts.dkim.sign(message, fromDomain) : '';
+    const outgoing = Buffer.concat([Buffer.from((s.received ?? '') + signature, 'utf8'), message]);
+
+    const local = uniqueMailboxes(routed.flatMap((r) => r.local));
+    const remote = routed.filter((r) => r.local.length === 0);
+    let queueId: string | undefined;
+    if (remote.length > 0) {
+      queueId = await this.#opts.queue.enqueue(
+        {
+          from: s.sender,
+          recipients: remote.map((r) => ({ address: r.address, notify: r.notify, orcpt: r.orcpt })),
+          dsn: s.dsn,
+          needsSmtpUtf8: Boolean(s.smtpUtf8) || routed.some((r) => /[^\x00-\x7f]/.test(r.address)) || /[^\x00-\x7f]/.test(s.sender),
+          eightBit: Boolean(s.eightBitMime) || hasEightBit(outgoing),
+        },
+        outgoing,
+      );
+    }
+    if (local.length > 0) {
+      const localCopy = Buffer.concat([Buffer.from(`Return-Path: <${s.sender}>\r\n`), outgoing]);
+      await this.#opts.store.deliver(local, (async function* () {
+        yield localCopy;
+      })());
+      this.#opts.onDelivered?.(local);
+    }
+    this.#opts.log.info({ user: s.user.address, from: s.sender, local: local.length, remote: remote.map((r) => r.address), queueId, bytes: outgoing.length }, 'message submitted');
+    return { queueId, local: local.length, remote: remote.length };
+  }
+
+  /** Refuses a From: that is not the user's; returns its domain (the DKIM signing domain). */
+  #checkFrom(user: SubmissionUser, message: Buffer): string {
+    const from = headerValues(message, 'from');
+    if (from.length !== 1) throw new DataError('DATA_BAD_HEADER', 550, '5.6.0 A message needs exactly one From: header (RFC 5322 3.6)');
+    const addresses = flattenAddresses(addressparser(from[0]));
+    if (addresses.length === 0) throw new DataError('DATA_BAD_HEADER', 550, '5.6.0 The From: header has no address');
+    const foreign = addresses.filter((a) => !this.owns(user, a));
+    if (foreign.length > 0) {
+      throw new DataError('DATA_BAD_HEADER', 553, `5.7.1 You may send only as your own addresses; From: <${foreign[0]}> is not one of ${user.address}'s`);
+    }
+    return splitAddress(addresses[0])!.domain;
+  }
+}
+
+export type SubmissionOptions = Omit<SmtpListenerOptions<SubmittedRcpt>, 'policy'> & {
+  directory: RecipientDirectory & { authenticate(address: string, password: string): Promise<{ user: string; domain: string } | null> };
+  pipeline: SubmissionPipeline;
   limiter: LoginLimiter;
   /** Local domains, for qualifying a bare user name at login when there is only one. */
   domains: () => string[];
-  onDelivered?: (boxes: MailboxRef[]) => void;
-  /** Signs what leaves for other servers; mail from a domain without a key goes unsigned. */
-  dkim?: { sign(message: Buffer, domain: string): Promise<string> };
 };
 
-type SubmittedRcpt = { address: string; local: MailboxRef[] | null; notify?: string[]; orcpt?: string };
+type SubmittedRcpt = { address: string; notify?: string[]; orcpt?: string };
 
 export class SubmissionSmtp extends SmtpListener<SubmittedRcpt> {
   constructor(opts: SubmissionOptions) {
@@ -84,90 +188,40 @@ class SubmissionPolicy {
     return { user: box.user, domain: box.domain, address: `${box.user}@${box.domain}` };
   }
 
-  /** Does this address deliver to the logged-in user's mailbox (their address or an alias of theirs)? */
-  #owns(user: SubmissionUser, address: string): boolean {
-    const parts = splitAddress(address);
-    if (!parts || !this.#opts.directory.isLocalDomain(parts.domain)) return false;
-    const r = this.#opts.directory.resolve(address);
-    return Boolean(r?.local.some((b) => b.user === user.user && b.domain === user.domain));
-  }
-
   mailFrom(address: string, session: SMTPServerSession): void {
-    const user = userOf(session);
-    // The null sender is allowed: clients send read receipts and vacation replies with it.
-    if (address !== '' && !this.#owns(user, address)) {
-      this.#log.warn({ cid: session.id, user: user.address, from: address }, 'sender address refused');
-      throw smtpError(553, `5.7.1 You may send only as your own addresses; <${address}> is not one of ${user.address}'s`);
+    try {
+      this.#opts.pipeline.checkSender(userOf(session), address);
+    } catch (err) {
+      this.#log.warn({ cid: session.id, user: userOf(session).address, from: address }, 'sender address refused');
+      throw err;
     }
   }
 
   rcptTo(address: string, session: SMTPServerSession): SubmittedRcpt {
-    const parts = splitAddress(address)!;
+    this.#opts.pipeline.route(address);
     const rcpt = session.envelope.rcptTo.find((r) => r.address === address);
-    const dsn = { notify: rcpt?.dsn?.notify, orcpt: rcpt?.dsn?.orcpt };
-    if (!this.#opts.directory.isLocalDomain(parts.domain)) return { address, local: null, ...dsn };
-    const r = this.#opts.directory.resolve(address);
-    if (!r || r.local.length === 0) throw smtpError(550, `5.1.1 No such user here: <${address}>`);
-    return { address, local: r.local, ...dsn };
+    return { address, notify: rcpt?.dsn?.notify, orcpt: rcpt?.dsn?.orcpt };
   }
 
   async receive(stream: SMTPServerDataStream, session: SMTPServerSession, tx: Transaction<SubmittedRcpt>): Promise<string> {
-    const user = userOf(session);
     const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const guard = new DataGuard(this.#opts.maxMessageBytes);
     // Read the whole message (bounded by the size limit): the From: check must pass before
     // anything is stored, and local copies and the queue both need it.
     const chunks: Buffer[] = [];
     for await (const chunk of guarded(stream, guard, Buffer.alloc(0))) chunks.push(Buffer.from(chunk));
-    let message: Buffer = Buffer.concat(chunks);
-    const fromDomain = this.#checkFrom(user, message);
-    message = completeHeaders(message, this.#opts.hostname);
-    const signature = this.#opts.dkim ? await this.#opts.dkim.sign(message, fromDomain) : '';
-    const trace = traceHeaders({ hostname: this.#opts.hostname, session, sender }).replace(/^Return-Path: [^\r]*\r\n/, '');
-    const withTrace = Buffer.concat([Buffer.from(trace + signature, 'utf8'), message]);
-
-    const local = uniqueMailboxes(tx.rcpts.flatMap((r) => r.local ?? []));
-    const remote = tx.rcpts.filter((r) => r.local === null);
-    const started = performance.now();
-    let queueId: string | undefined;
-    if (remote.length > 0) {
-      const envelope = session.envelope;
-      queueId = await this.#opts.queue.enqueue(
-        {
-          from: sender,
-          recipients: remote.map((r) => ({ address: r.address, notify: r.notify, orcpt: r.orcpt })),
-          dsn: envelope.dsn ? { ret: (envelope.dsn.ret ?? undefined) as 'FULL' | 'HDRS' | undefined, envid: envelope.dsn.envid ?? undefined } : undefined,
-          needsSmtpUtf8: Boolean(envelope.smtpUtf8) || tx.rcpts.some((r) => /[^\x00-\x7f]/.test(r.address)) || /[^\x00-\x7f]/.test(sender),
-          eightBit: envelope.bodyType === '8bitmime' || hasEightBit(withTrace),
-        },
-        withTrace,
-      );
-    }
-    if (local.length > 0) {
-      const localCopy = Buffer.concat([Buffer.from(`Return-Path: <${sender}>\r\n`), withTrace]);
-      await this.#opts.store.deliver(local, (async function* () {
-        yield localCopy;
-      })());
-      this.#opts.onDelivered?.(local);
-    }
-    this.#log.info(
-      { cid: session.id, user: user.address, from: sender, local: local.length, remote: remote.map((r) => r.address), queueId, bytes: withTrace.length, ms: Math.round(performance.now() - started) },
-      'message submitted',
-    );
-    return `2.0.0 Message accepted${queueId ? ` (queued as ${queueId})` : ''}`;
-  }
-
-  /** Refuses a From: that is not the user's; returns its domain (the DKIM signing domain). */
-  #checkFrom(user: SubmissionUser, message: Buffer): string {
-    const from = headerValues(message, 'from');
-    if (from.length !== 1) throw new DataError('DATA_BAD_HEADER', 550, '5.6.0 A message needs exactly one From: header (RFC 5322 3.6)');
-    const addresses = flattenAddresses(addressparser(from[0]));
-    if (addresses.length === 0) throw new DataError('DATA_BAD_HEADER', 550, '5.6.0 The From: header has no address');
-    const foreign = addresses.filter((a) => !this.#owns(user, a));
-    if (foreign.length > 0) {
-      throw new DataError('DATA_BAD_HEADER', 553, `5.7.1 You may send only as your own addresses; From: <${foreign[0]}> is not one of ${user.address}'s`);
-    }
-    return splitAddress(addresses[0])!.domain;
+    const envelope = session.envelope;
+    const result = await this.#opts.pipeline.submit({
+      user: userOf(session),
+      sender,
+      recipients: tx.rcpts,
+      message: Buffer.concat(chunks),
+      received: traceHeaders({ hostname: this.#opts.hostname, session, sender }).replace(/^Return-Path: [^\r]*\r\n/, ''),
+      dsn: envelope.dsn ? { ret: (envelope.dsn.ret ?? undefined) as 'FULL' | 'HDRS' | undefined, envid: envelope.dsn.envid ?? undefined } : undefined,
+      smtpUtf8: Boolean(envelope.smtpUtf8),
+      eightBitMime: envelope.bodyType === '8bitmime',
+    });
+    return `2.0.0 Message accepted${result.queueId ? ` (queued as ${result.queueId})` : ''}`;
   }
 }
 
