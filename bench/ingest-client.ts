@@ -3,11 +3,26 @@
 import net from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 
-type Job = { port: number; messages: number; size: number; concurrency: number; perConnection: boolean };
+type Job = {
+  port: number;
+  messages: number;
+  size: number;
+  concurrency: number;
+  perConnection: boolean;
+  /** Log in first (submission). */
+  auth?: { user: string; pass: string };
+  /** Recipient of message i: `{i}` and `{d}` (i modulo `domains`) are replaced. */
+  rcpt?: string;
+  from?: string;
+  domains?: number;
+};
 const job = workerData as Job;
 
+const FROM = job.from ?? 'load@remote.example';
+const rcptOf = (i: number) => (job.rcpt ?? 'bench@example.test').replace('{i}', String(i)).replace('{d}', String(i % (job.domains ?? 1)));
+
 function makeMessage(i: number, size: number): Buffer {
-  const head = `From: load@remote.example\r\nTo: bench@example.test\r\nSubject: bench ${i}\r\nMessage-ID: <bench${i}@load>\r\n\r\n`;
+  const head = `From: ${FROM}\r\nTo: ${rcptOf(i)}\r\nSubject: bench ${i}\r\nMessage-ID: <bench${i}@load>\r\n\r\n`;
   const line = 'abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789\r\n';
   const body = line.repeat(Math.max(1, Math.ceil((size - head.length) / line.length)));
   return Buffer.from(head + body + '.\r\n');
@@ -46,7 +61,7 @@ let sent = 0;
 let failed = 0;
 
 async function transaction(c: Conn, i: number, message: Buffer): Promise<void> {
-  c.socket.write('MAIL FROM:<load@remote.example>\r\nRCPT TO:<bench@example.test>\r\nDATA\r\n');
+  c.socket.write(`MAIL FROM:<${FROM}>\r\nRCPT TO:<${rcptOf(i)}>\r\nDATA\r\n`);
   const replies = await Promise.all([c.reply(), c.reply(), c.reply()]);
   if (!replies[2].startsWith('354')) {
     failed++;
@@ -58,16 +73,24 @@ async function transaction(c: Conn, i: number, message: Buffer): Promise<void> {
   latencies.push(performance.now() - start);
   if (final.startsWith('250')) sent++;
   else failed++;
-  void i;
+}
+
+async function hello(c: Conn): Promise<void> {
+  await c.reply();
+  c.socket.write('EHLO load.example\r\n');
+  await c.reply();
+  if (job.auth) {
+    c.socket.write(`AUTH PLAIN ${Buffer.from(`\0${job.auth.user}\0${job.auth.pass}`).toString('base64')}\r\n`);
+    const r = await c.reply();
+    if (!r.startsWith('235')) throw new Error(`login failed: ${r}`);
+  }
 }
 
 async function session(ids: number[]): Promise<void> {
   if (job.perConnection) {
     for (const i of ids) {
       const c = await Conn.open(job.port);
-      await c.reply();
-      c.socket.write('EHLO load.example\r\n');
-      await c.reply();
+      await hello(c);
       await transaction(c, i, makeMessage(i, job.size));
       c.socket.write('QUIT\r\n');
       await c.reply();
@@ -76,9 +99,7 @@ async function session(ids: number[]): Promise<void> {
     return;
   }
   const c = await Conn.open(job.port);
-  await c.reply();
-  c.socket.write('EHLO load.example\r\n');
-  await c.reply();
+  await hello(c);
   for (const i of ids) await transaction(c, i, makeMessage(i, job.size));
   c.socket.write('QUIT\r\n');
   await c.reply();

@@ -1,8 +1,10 @@
 // `npm run bench -- <name> [options]`: runs one benchmark from bench/. Benchmarks print
 // figures; they are never part of `npm test`.
 const BENCHES: Record<string, string> = {
+  imap: './imap.ts',
   ingest: './ingest.ts',
   pop3: './pop3.ts',
+  relay: './relay.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);

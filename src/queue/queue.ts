@@ -21,6 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { GroupCommit } from '../core/group-commit.ts';
 import { HearthError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { Scheduler } from '../core/scheduler.ts';
@@ -137,7 +138,7 @@ function dsnKey(id: string): string {
   return `queue-dsn:${id}`;
 }
 
-async function syncDir(dir: string): Promise<void> {
+async function fsyncDirNow(dir: string): Promise<void> {
   const fh = await fsp.open(dir, 'r');
   try {
     await fh.sync();
@@ -158,6 +159,8 @@ export class OutboundQueue {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #fsync: boolean;
+  /** Directory fsyncs of concurrent writers share one (group commit). */
+  readonly #dirSync = new GroupCommit(fsyncDirNow);
   readonly #entries = new Map<string, QueueEntry>();
   /** Per entry: the chain of state writes, so they land in order. */
   readonly #writes = new Map<string, Promise<void>>();
@@ -751,7 +754,7 @@ export class OutboundQueue {
       await fsp.unlink(tmp).catch(noop);
       throw err;
     }
-    if (this.#fsync) await syncDir(this.dir);
+    if (this.#fsync) await this.#dirSync.sync(this.dir);
   }
 
   /** Forget the entry and remove its files: state first, so a crash leaves an orphan .eml (swept at start). */
@@ -763,7 +766,7 @@ export class OutboundQueue {
     const removal = prev.catch(noop).then(async () => {
       await fsp.unlink(this.#statePath(entry.id)).catch(noop);
       await fsp.unlink(this.#msgPath(entry.id)).catch(noop);
-      if (this.#fsync) await syncDir(this.dir);
+      if (this.#fsync) await this.#dirSync.sync(this.dir);
     });
     this.#writes.set(entry.id, removal);
     await removal.finally(() => {

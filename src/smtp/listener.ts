@@ -110,6 +110,8 @@ export class SmtpListener<R> {
     if (!opts.key) delete serverOptions.key;
     if (!opts.cert) delete serverOptions.cert;
     this.server = new SMTPServer(serverOptions);
+    // Replies are single small writes that the client waits for: never hold them for Nagle.
+    this.server.server.on(opts.tls === 'implicit' ? 'secureConnection' : 'connection', (socket: import('node:net').Socket) => socket.setNoDelay(true));
     this.server.on('error', (err) => this.#log.warn({ err: err.message }, 'smtp connection error'));
   }
 

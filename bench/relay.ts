@@ -1,0 +1,117 @@
+// Relay benchmark: N messages of S bytes submitted to hearth and relayed through the durable
+// queue to D remote domains whose MXes (found through a DNS server on loopback) are sinks on
+// loopback. Prints messages/second end to end, peak RSS and the server loop's delay p99.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
+import net from 'node:net';
+import { silentLogger } from '../src/core/log.ts';
+import { ensureDefaultConfig } from '../src/config/defaults.ts';
+import { UsersFile } from '../src/config/users.ts';
+import { startHearth } from '../src/main.ts';
+import { startDnsServer } from '../test/helpers/dns-server.ts';
+import type { DnsZone } from '../test/helpers/dns-server.ts';
+
+export async function run(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { messages: { type: 'string', default: '2000' }, size: { type: 'string', default: '10240' }, domains: { type: 'string', default: '20' }, help: { type: 'boolean', default: false } },
+  });
+  if (values.help) {
+    process.stdout.write('npm run bench -- relay [--messages N] [--size BYTES] [--domains D]\n');
+    return;
+  }
+  const messages = Number(values.messages);
+  const domains = Number(values.domains);
+
+  let received = 0;
+  let allReceived: () => void = () => undefined;
+  const done = new Promise<void>((r) => (allReceived = r));
+  // A minimal sink MX that greets at once (smtp-server waits 100 ms before its greeting, which
+  // would measure smtp-server, not hearth): just enough SMTP to accept and count messages.
+  const sink = net.createServer((socket) => {
+    let inData = false;
+    let buffered = '';
+    socket.write('220 sink ESMTP\r\n');
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('latin1');
+      for (;;) {
+        if (inData) {
+          const end = buffered.indexOf('\r\n.\r\n');
+          if (end < 0) {
+            buffered = buffered.slice(-4);
+            return;
+          }
+          buffered = buffered.slice(end + 5);
+          inData = false;
+          socket.write('250 2.0.0 ok\r\n');
+          if (++received === messages) allReceived();
+          continue;
+        }
+        const nl = buffered.indexOf('\r\n');
+        if (nl < 0) return;
+        const verb = buffered.slice(0, 4).toUpperCase();
+        buffered = buffered.slice(nl + 2);
+        if (verb === 'EHLO') socket.write('250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n');
+        else if (verb === 'DATA') {
+          inData = true;
+          socket.write('354 go ahead\r\n');
+        } else if (verb === 'QUIT') socket.end('221 bye\r\n');
+        else socket.write('250 ok\r\n');
+      }
+    });
+  });
+  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
+  const sinkPort = (sink.address() as net.AddressInfo).port;
+  const zone: DnsZone = {};
+  for (let d = 0; d < domains; d++) {
+    zone[`d${d}.remote.example`] = { MX: [{ preference: 10, exchange: `mx.d${d}.remote.example` }] };
+    zone[`mx.d${d}.remote.example`] = { A: ['127.0.0.1'] };
+  }
+  const dns = await startDnsServer(zone);
+
+  const root = await mkdtemp(join(tmpdir(), 'hearth-bench-relay-'));
+  const configDir = join(root, 'config');
+  await ensureDefaultConfig(configDir, { log: silentLogger() });
+  await writeFile(
+    join(configDir, 'hearth.toml'),
+    `hostname = "bench.example"\ndomains = ["example.test"]\nlog_level = "warn"\n[listeners.submission]\nlisten = "127.0.0.1:0"\ntls = "starttls"\n` +
+      `[relay]\nmx_port = ${sinkPort}\n[dns]\nservers = ["127.0.0.1:${dns.port}"]\n[queue]\nmax_concurrent = 40\nmax_per_domain = 4\n[limits]\nconnections_per_ip = 50\n`,
+  );
+  await new UsersFile(join(configDir, 'users')).add('bench@example.test', 'bench-password-123');
+  const hearth = await startHearth({ configDir, log: silentLogger() });
+  const port = hearth.endpoints.find((e) => e.service === 'submission')!.port;
+
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  let peakRss = process.memoryUsage.rss();
+  const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage.rss())), 100);
+  const started = performance.now();
+  // The ingest benchmark's pipelining client, logged in, as 10 mail clients submitting at once.
+  const submitted = await new Promise<{ seconds: number; sent: number; failed: number }>((resolve, reject) => {
+    const w = new Worker(new URL('./ingest-client.ts', import.meta.url), {
+      workerData: { port, messages, size: Number(values.size), concurrency: 10, perConnection: false, auth: { user: 'bench@example.test', pass: 'bench-password-123' }, from: 'bench@example.test', rcpt: 'user{i}@d{d}.remote.example', domains },
+    });
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  if (submitted.failed) throw new Error(`${submitted.failed} submissions failed`);
+  await done;
+  const seconds = (performance.now() - started) / 1000;
+  clearInterval(rssTimer);
+  delay.disable();
+  await hearth.close();
+  await dns.close();
+  sink.close();
+  await rm(root, { recursive: true, force: true });
+  process.stdout.write(
+    `relay: ${messages} messages of ${values.size} B to ${domains} domains, submitted in ${submitted.seconds.toFixed(1)} s, all relayed in ${seconds.toFixed(1)} s\n` +
+      `  ${(messages / seconds).toFixed(0)} messages/s end to end (target 500)\n` +
+      `  event-loop delay p99 ${(delay.percentile(99) / 1e6).toFixed(1)} ms, max ${(delay.max / 1e6).toFixed(1)} ms\n` +
+      `  peak RSS ${(peakRss / 1024 / 1024).toFixed(0)} MiB (server, sinks and client thread)\n`,
+  );
+}
