@@ -14,8 +14,9 @@ import { ensureDefaultConfig } from '../src/config/defaults.ts';
 import { UsersFile } from '../src/config/users.ts';
 import { startHearth } from '../src/main.ts';
 
-const HELP = `npm run bench -- ingest [--messages N] [--size BYTES] [--concurrency C] [--mode reused|per-connection|both] [--no-fsync]
-  defaults: 5000 messages x 10240 bytes over 20 sessions, both modes, fsync on`;
+const HELP = `npm run bench -- ingest [--messages N] [--size BYTES] [--concurrency C] [--mode reused|per-connection|both] [--no-fsync] [--checks]
+  defaults: 5000 messages x 10240 bytes over 20 sessions, both modes, fsync on
+  --checks: sender checks on (SPF, DKIM-signed messages, DMARC, ARC) against a DNS server on loopback`;
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -31,6 +32,7 @@ export async function run(argv: string[]): Promise<void> {
       concurrency: { type: 'string', default: '20' },
       mode: { type: 'string', default: 'both' },
       'no-fsync': { type: 'boolean', default: false },
+      checks: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -43,13 +45,18 @@ export async function run(argv: string[]): Promise<void> {
   const concurrency = Number(values.concurrency);
   const modes = values.mode === 'both' ? ['reused', 'per-connection'] : [values.mode];
 
+  // Sender checks: the load generator's domain publishes SPF, a DKIM key and DMARC p=reject on a
+  // loopback DNS server; every message is signed, so each one costs SPF (MAIL FROM and HELO),
+  // a DKIM key lookup and verification, ARC and DMARC, as real mail does.
+  const checks = values.checks ? await startChecksDns() : undefined;
+
   for (const mode of modes) {
     const root = await mkdtemp(join(tmpdir(), 'hearth-bench-'));
     const configDir = join(root, 'config');
     await ensureDefaultConfig(configDir, { log: silentLogger() });
     await writeFile(
       join(configDir, 'hearth.toml'),
-      `hostname = "bench.example"\ndomains = ["example.test"]\nfsync = ${!values['no-fsync']}\nlog_level = "warn"\n[listeners.smtp]\nlisten = "127.0.0.1:0"\ntls = "starttls"\n[limits]\nconnections_per_ip = ${concurrency + 10}\n`,
+      `hostname = "bench.example"\ndomains = ["example.test"]\nfsync = ${!values['no-fsync']}\nlog_level = "warn"\n[listeners.smtp]\nlisten = "127.0.0.1:0"\ntls = "starttls"\n[limits]\nconnections_per_ip = ${concurrency + 10}\n${checks?.toml ?? ''}`,
     );
     await new UsersFile(join(configDir, 'users')).add('bench@example.test', 'bench-password-123');
     await mkdir(join(root, 'maildir'), { recursive: true });
@@ -62,7 +69,7 @@ export async function run(argv: string[]): Promise<void> {
     const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage.rss())), 100);
     const result = await new Promise<{ sent: number; failed: number; seconds: number; latencies: number[] }>((resolve, reject) => {
       const w = new Worker(new URL('./ingest-client.ts', import.meta.url), {
-        workerData: { port, messages, size, concurrency, perConnection: mode === 'per-connection' },
+        workerData: { port, messages, size, concurrency, perConnection: mode === 'per-connection', dkim: checks?.dkim },
       });
       w.once('message', resolve);
       w.once('error', reject);
@@ -74,11 +81,51 @@ export async function run(argv: string[]): Promise<void> {
 
     const lat = result.latencies.sort((a, b) => a - b);
     process.stdout.write(
-      `ingest ${mode}: ${result.sent} sent, ${result.failed} failed, ${messages} x ${size} B over ${concurrency} sessions, fsync ${values['no-fsync'] ? 'off' : 'on'}\n` +
+      `ingest ${mode}: ${result.sent} sent, ${result.failed} failed, ${messages} x ${size} B over ${concurrency} sessions, fsync ${values['no-fsync'] ? 'off' : 'on'}, sender checks ${checks ? 'on' : 'off'}\n` +
         `  ${(result.sent / result.seconds).toFixed(0)} messages/s in ${result.seconds.toFixed(1)} s\n` +
         `  latency DATA end -> 250: p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${percentile(lat, 99).toFixed(1)} ms\n` +
         `  event-loop delay p99 ${(delay.percentile(99) / 1e6).toFixed(1)} ms, max ${(delay.max / 1e6).toFixed(1)} ms\n` +
         `  peak RSS ${(peakRss / 1024 / 1024).toFixed(0)} MiB (server and load-generator thread)\n`,
     );
   }
+  await checks?.close();
+}
+
+/**
+ * A loopback DNS server publishing SPF, DKIM and DMARC for the load generator's domain. It runs
+ * in a worker thread: a real resolver is another process, and its work must not be charged to
+ * the server's event loop.
+ */
+async function startChecksDns(): Promise<{ toml: string; dkim: { signingDomain: string; selector: string; privateKey: string }; close(): Promise<void> }> {
+  const { generateKeyPairSync } = await import('node:crypto');
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const record = `v=DKIM1; k=rsa; p=${publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}`;
+  const zone = {
+    'remote.example': { TXT: [['v=spf1 ip4:127.0.0.1 -all']] },
+    'load.example': { TXT: [['v=spf1 ip4:127.0.0.1 -all']] },
+    'bench._domainkey.remote.example': { TXT: [[record.slice(0, 250), record.slice(250)]] },
+    '_dmarc.remote.example': { TXT: [['v=DMARC1; p=reject']] },
+  };
+  const fixture = new URL('../test/helpers/dns-server.ts', import.meta.url).href;
+  const worker = new Worker(
+    `const { parentPort, workerData } = require('node:worker_threads');
+     import(workerData.fixture).then(async (m) => {
+       const dns = await m.startDnsServer(workerData.zone);
+       parentPort.once('message', () => dns.close().then(() => process.exit(0)));
+       parentPort.postMessage(dns.port);
+     });`,
+    { eval: true, workerData: { fixture, zone } },
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  return {
+    toml: `[inbound]\ncheck_loopback = true\nconnections_per_minute = 0\nmessages_per_minute = 0\n[dns]\nservers = ["127.0.0.1:${port}"]\n`,
+    dkim: { signingDomain: 'remote.example', selector: 'bench', privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() },
+    close: async () => {
+      worker.postMessage('stop');
+      await new Promise((resolve) => worker.once('exit', resolve));
+    },
+  };
 }

@@ -17,6 +17,7 @@ import { watchConfig } from './config/watch.ts';
 import { MaildirStore } from './store/maildir.ts';
 import { MailStore } from './store/mailboxes.ts';
 import { InboundSmtp } from './smtp/inbound.ts';
+import type { InboundTrustOptions } from './smtp/inbound.ts';
 import { Pop3Server } from './pop3/server.ts';
 import type { Pop3Backend } from './pop3/session.ts';
 import { LoginLimiter } from './core/login-limiter.ts';
@@ -108,10 +109,11 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         maxConnections: config.limits.connections,
         idleTimeoutMs: config.timeouts.smtp_idle,
         closeTimeoutMs: config.timeouts.shutdown_grace,
-        // Wake IDLE sessions and POP3/IMAP views of these mailboxes at once.
+        // Wake IDLE sessions and POP3/IMAP views of these mailboxes (and folders) at once.
         onDelivered: (boxes) => {
-          for (const box of boxes) void mail.notifyDelivered(box);
+          for (const box of boxes) void mail.notifyDelivered(box, box.folder);
         },
+        trust: inboundTrust(loaded),
       });
       const bound = await listenOrExplain(() => inbound.listen(smtpListener.listen.port, smtpListener.listen.host), 'smtp', smtpListener.listen);
       endpoints.push({ service: 'smtp', ...bound, tls: smtpListener.tls });
@@ -314,6 +316,38 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
     await stopAll();
     throw err;
   }
+}
+
+/** Inbound trust (issue 6): sender authentication, abuse limits, greylisting, DNSBL, from config. */
+function inboundTrust(loaded: LoadedConfig): InboundTrustOptions {
+  const { inbound, greylist, dnsbl, dns } = loaded.config;
+  return {
+    checkLoopback: inbound.check_loopback,
+    dnsServers: dns.servers,
+    dnsTimeoutMs: inbound.dns_timeout,
+    auth: inbound.authentication
+      ? {
+          dnsDeadlineMs: inbound.dns_deadline,
+          maxDnsLookups: inbound.dns_max_lookups,
+          dmarcReject: inbound.dmarc_reject,
+          dmarcQuarantine: inbound.dmarc_quarantine,
+          rejectSpfFail: inbound.reject_spf_fail,
+          junkFolder: inbound.junk_folder,
+          spoolMemoryBytes: inbound.spool_memory,
+          spoolDir: join(loaded.dataDir, '.inbound-spool'),
+        }
+      : undefined,
+    limits: {
+      connectionsPerMinute: inbound.connections_per_minute,
+      messagesPerMinute: inbound.messages_per_minute,
+      maxFailedRcpts: inbound.max_failed_rcpts,
+      failedRcptWindowMs: inbound.failed_rcpt_window,
+    },
+    greylist: greylist.enabled
+      ? { file: join(loaded.dataDir, 'greylist.json'), delayMs: greylist.delay, retryWindowMs: greylist.retry_window, expireMs: greylist.expire }
+      : undefined,
+    dnsbl: dnsbl.zones.length ? { zones: dnsbl.zones, timeoutMs: dnsbl.timeout } : undefined,
+  };
 }
 
 /** Turn EADDRINUSE/EACCES into an error that says which setting to change. */

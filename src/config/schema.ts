@@ -55,6 +55,61 @@ const domainName = z.string().regex(/^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a
 export const SERVICES = ['smtp', 'submission', 'submissions', 'imap', 'imaps', 'pop3', 'pop3s', 'http'] as const;
 export type ServiceName = (typeof SERVICES)[number];
 
+// --- Inbound trust (issue 6): sender authentication, abuse limits, greylisting, DNSBL ------
+// Kept together so the rest of the schema can change around it.
+
+const inboundSection = z
+  .strictObject({
+    /** Check SPF, DKIM, DMARC and ARC on port 25 and add Authentication-Results. */
+    authentication: z.boolean().default(true),
+    /** Apply all checks and limits to loopback clients too (tests, benchmarks). */
+    check_loopback: z.boolean().default(false),
+    /** Refuse mail that fails DMARC where the domain's policy is p=reject (550 5.7.1). */
+    dmarc_reject: z.boolean().default(true),
+    /** Deliver mail that fails DMARC under p=quarantine (or p=reject, when not refused) into Junk. */
+    dmarc_quarantine: z.boolean().default(true),
+    junk_folder: z.string().min(1).default('Junk'),
+    /** Refuse SPF "fail" (-all) when the From domain has no DMARC policy; otherwise only marked. */
+    reject_spf_fail: z.boolean().default(false),
+    /** Timeout of one DNS query of the checks and DNSBL (retried once); servers come from [dns]. */
+    dns_timeout: duration.prefault('3s'),
+    /** All DNS for one message's checks must be done within this; otherwise 451 4.4.3. */
+    dns_deadline: duration.prefault('20s'),
+    /** DNS lookups one message's checks may make (SPF itself stops at 10). */
+    dns_max_lookups: z.number().int().min(1).default(50),
+    /** Checked messages up to this size are held in memory while checked; larger ones spill to a temp file. */
+    spool_memory: byteSize.prefault('1MB'),
+    /** Per client address (IPv6: per /64); 0 turns a limit off. */
+    connections_per_minute: z.number().int().min(0).default(60),
+    messages_per_minute: z.number().int().min(0).default(120),
+    /** Unknown recipients a client may try (within failed_rcpt_window) before 421 and disconnect. */
+    max_failed_rcpts: z.number().int().min(0).default(10),
+    failed_rcpt_window: duration.prefault('10m'),
+  })
+  .prefault({});
+
+const greylistSection = z
+  .strictObject({
+    enabled: z.boolean().default(false),
+    /** How long a new (network, sender, recipient) triplet must wait before its retry is accepted. */
+    delay: duration.prefault('5m'),
+    /** A triplet not retried within this time is forgotten. */
+    retry_window: duration.prefault('2d'),
+    /** A whitelisted triplet unused for this long is forgotten. */
+    expire: duration.prefault('35d'),
+  })
+  .prefault({});
+
+const dnsblSection = z
+  .strictObject({
+    /** Blocklist zones, e.g. ["zen.spamhaus.org"]; none by default. */
+    zones: z.array(domainName).default([]),
+    /** For all zones together; a list that does not answer in time does not block mail. */
+    timeout: duration.prefault('2s'),
+  })
+  .prefault({});
+// --- end of inbound trust ------------------------------------------------------------------
+
 export const ConfigSchema = z.strictObject({
   /** The name this server gives itself in greetings and Received: headers. */
   hostname: domainName,
@@ -138,6 +193,10 @@ export const ConfigSchema = z.strictObject({
       timeout: duration.prefault('10s'),
     })
     .prefault({}),
+  // inbound trust (issue 6): sections defined above
+  inbound: inboundSection,
+  greylist: greylistSection,
+  dnsbl: dnsblSection,
 });
 
 export type HearthConfig = z.output<typeof ConfigSchema>;

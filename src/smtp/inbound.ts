@@ -2,13 +2,26 @@
 // protocol; this module supplies the policy (who may send to whom), the trace headers, the
 // smuggling and size guards, and the durable hand-off to the store. A 250 after DATA is sent
 // only once every recipient's copy is on disk (DESIGN invariant 1).
+//
+// Inbound trust (issue 6), for clients that are checked (not loopback unless configured):
+// per-client rate limits and DNSBL at connect, a message rate at MAIL FROM, greylisting and
+// directory-harvest protection at RCPT, and SPF/DKIM/DMARC/ARC after DATA. Checked messages
+// are spooled (memory, or a temp file past `spoolMemoryBytes`) because the verdict needs the
+// whole message before the reply; unchecked mail streams to the store as before.
 import type { Readable } from 'node:stream';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Logger } from '../core/log.ts';
+import { SenderAuthenticator, headerEnd, makeResolver, stripOwnAuthResults, withoutOwnAuthResults } from './auth-checks.ts';
+import type { AuthOutcome } from './auth-checks.ts';
+import { plainIp } from './client-address.ts';
 import { DataGuard } from './data-guard.ts';
-import { SmtpListener, splitAddress } from './listener.ts';
+import { Dnsbl } from './dnsbl.ts';
+import { Greylist } from './greylist.ts';
+import { SmtpListener, isLoopback, splitAddress } from './listener.ts';
 import type { MailboxRef, SmtpListenerOptions, Transaction } from './listener.ts';
+import { AbuseLimits } from './rate-limits.ts';
 import { smtpError } from './replies.ts';
+import { MessageSpool } from './spool.ts';
 
 export { splitAddress } from './listener.ts';
 export type { MailboxRef } from './listener.ts';
@@ -20,40 +33,175 @@ export type RecipientDirectory = {
   resolve(address: string): Resolution | null;
 };
 
+/** A mailbox, and optionally a folder in it (INBOX when absent). */
+export type DeliveryTarget = MailboxRef & { folder?: string };
+
 /** What inbound SMTP needs from the store (store/maildir.ts provides it). */
 export type MessageStore = {
-  deliver(targets: MailboxRef[], content: AsyncIterable<Uint8Array>, opts?: { signal?: AbortSignal }): Promise<unknown[]>;
+  deliver(targets: DeliveryTarget[], content: AsyncIterable<Uint8Array>, opts?: { signal?: AbortSignal }): Promise<unknown[]>;
+};
+
+/** Inbound trust settings (config [inbound], [greylist], [dnsbl]); absent: no checks at all. */
+export type InboundTrustOptions = {
+  /** Check loopback clients too (tests, benchmarks); otherwise 127.0.0.0/8 and ::1 are trusted. */
+  checkLoopback: boolean;
+  /** DNS servers for the checks ("127.0.0.1:5353"); empty: the system's. */
+  dnsServers: string[];
+  /** Per DNS query. */
+  dnsTimeoutMs: number;
+  /** SPF/DKIM/DMARC/ARC; absent: not checked. */
+  auth?: {
+    dnsDeadlineMs: number;
+    maxDnsLookups: number;
+    dmarcReject: boolean;
+    dmarcQuarantine: boolean;
+    rejectSpfFail: boolean;
+    /** Folder for quarantined mail. */
+    junkFolder: string;
+    /** Checked messages up to this size are held in memory; larger ones spill to `spoolDir`. */
+    spoolMemoryBytes: number;
+    spoolDir: string;
+    random?: () => number;
+  };
+  limits: { connectionsPerMinute: number; messagesPerMinute: number; maxFailedRcpts: number; failedRcptWindowMs: number };
+  greylist?: { file: string; delayMs: number; retryWindowMs: number; expireMs: number };
+  dnsbl?: { zones: string[]; timeoutMs: number };
+  clock?: () => number;
 };
 
 export type InboundOptions = Omit<SmtpListenerOptions<AcceptedRcpt>, 'policy' | 'plaintextAuth'> & {
   directory: RecipientDirectory;
   store: MessageStore;
   /** Told after each durable delivery, so open mailbox views can show the new mail at once. */
-  onDelivered?: (boxes: MailboxRef[]) => void;
+  onDelivered?: (boxes: DeliveryTarget[]) => void;
+  trust?: InboundTrustOptions;
 };
 
-type AcceptedRcpt = { address: string; mailboxes: MailboxRef[] };
+type AcceptedRcpt = { address: string; mailboxes: MailboxRef[]; greylistKey?: string };
 
 /** Inbound SMTP: mail for local users only, stored in their Maildirs before the 250. */
 export class InboundSmtp extends SmtpListener<AcceptedRcpt> {
+  readonly #policy: MxPolicy;
+
   constructor(opts: InboundOptions) {
-    super({ ...opts, policy: new MxPolicy(opts) });
+    const policy = new MxPolicy(opts);
+    super({ ...opts, policy });
+    this.#policy = policy;
+    // The listener has no connect hook for policies: wrap smtp-server's, so rate limits and
+    // DNSBL run before the listener's own per-address connection cap counts the client.
+    const listenerConnect = this.server.onConnect.bind(this.server);
+    this.server.onConnect = (session, cb) => {
+      policy.connect(session).then(
+        () => listenerConnect(session, cb),
+        (err: unknown) => cb(err as Error),
+      );
+    };
+  }
+
+  override async close(): Promise<void> {
+    await super.close();
+    await this.#policy.close();
   }
 }
 
 class MxPolicy {
   readonly #opts: InboundOptions;
   readonly #log: Logger;
+  readonly #trust: InboundTrustOptions | undefined;
+  readonly #limits: AbuseLimits | undefined;
+  readonly #greylist: Greylist | undefined;
+  readonly #dnsbl: Dnsbl | undefined;
+  readonly #auth: SenderAuthenticator | undefined;
+
   constructor(opts: InboundOptions) {
     this.#opts = opts;
     this.#log = opts.log;
+    const trust = opts.trust;
+    this.#trust = trust;
+    if (!trust) return;
+    const clock = trust.clock;
+    this.#limits = new AbuseLimits({ ...trust.limits, clock });
+    const needsDns = Boolean(trust.auth || trust.dnsbl?.zones.length);
+    const resolver = needsDns ? makeResolver(trust.dnsServers, trust.dnsTimeoutMs) : undefined;
+    if (trust.greylist) this.#greylist = new Greylist({ ...trust.greylist, log: opts.log.child({ part: 'greylist' }), clock });
+    if (trust.dnsbl?.zones.length && resolver) this.#dnsbl = new Dnsbl({ ...trust.dnsbl, resolver, log: opts.log.child({ part: 'dnsbl' }), clock });
+    if (trust.auth && resolver) {
+      const a = trust.auth;
+      this.#auth = new SenderAuthenticator({
+        hostname: opts.hostname,
+        resolver,
+        deadlineMs: a.dnsDeadlineMs,
+        maxLookups: a.maxDnsLookups,
+        dmarcReject: a.dmarcReject,
+        dmarcQuarantine: a.dmarcQuarantine,
+        rejectSpfFail: a.rejectSpfFail,
+        random: a.random,
+      });
+      void MessageSpool.sweep(a.spoolDir).then((n) => n && this.#log.info({ removed: n }, 'removed stale inbound spool files'));
+    }
   }
 
-  mailFrom(): void {
-    // Sender checks (SPF, DMARC) come with the inbound-trust issue.
+  /** Is this client subject to the trust checks? Loopback is trusted unless configured. */
+  #checked(session: SMTPServerSession): boolean {
+    return Boolean(this.#trust) && (this.#trust!.checkLoopback || !isLoopback(session.remoteAddress));
+  }
+
+  async connect(session: SMTPServerSession): Promise<void> {
+    if (!this.#checked(session)) return;
+    const ip = plainIp(session.remoteAddress);
+    if (!this.#limits!.connection(ip)) {
+      this.#log.warn({ cid: session.id, peer: ip, limit: this.#trust!.limits.connectionsPerMinute }, 'too many connections per minute from one client');
+      throw smtpError(421, '4.7.0 Too many connections from your address in the last minute; try again later');
+    }
+    const listing = await this.#dnsbl?.lookup(ip);
+    if (listing) {
+      this.#log.warn({ cid: session.id, peer: ip, zone: listing.zone, answer: listing.answer }, 'client listed by DNSBL; refused');
+      throw smtpError(554, `5.7.1 Service unavailable; client [${ip}] listed by ${listing.zone}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#greylist?.flush();
+  }
+
+  mailFrom(_address: string, session: SMTPServerSession): void {
+    if (!this.#checked(session)) return;
+    const ip = plainIp(session.remoteAddress);
+    if (!this.#limits!.message(ip)) {
+      this.#log.warn({ cid: session.id, peer: ip, limit: this.#trust!.limits.messagesPerMinute }, 'too many messages per minute from one client');
+      throw smtpError(451, '4.7.0 Too many messages from your address in the last minute; try again later');
+    }
   }
 
   rcptTo(address: string, session: SMTPServerSession): AcceptedRcpt {
+    let accepted: AcceptedRcpt;
+    try {
+      accepted = this.#resolveRecipient(address, session);
+    } catch (err) {
+      if ((err as { responseCode?: number }).responseCode === 550 && this.#checked(session)) this.#countFailedRcpt(address, session);
+      throw err;
+    }
+    if (this.#greylist && this.#checked(session)) {
+      const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+      const verdict = this.#greylist.check(session.remoteAddress, sender, address);
+      if (!verdict.ok) {
+        this.#log.info({ cid: session.id, peer: session.remoteAddress, from: sender, rcpt: address, retryInMs: verdict.retryInMs }, 'greylisted');
+        throw smtpError(451, `4.7.1 Greylisted: please try again in ${Math.ceil(verdict.retryInMs / 1000)} seconds`);
+      }
+      accepted.greylistKey = verdict.key;
+    }
+    return accepted;
+  }
+
+  /** Directory-harvest protection: the Nth unknown recipient from one client ends the session. */
+  #countFailedRcpt(address: string, session: SMTPServerSession): void {
+    const ip = plainIp(session.remoteAddress);
+    if (this.#limits!.failedRecipient(ip)) return;
+    this.#log.warn({ cid: session.id, peer: ip, rcpt: address, limit: this.#trust!.limits.maxFailedRcpts }, 'too many unknown recipients (directory harvest?); disconnecting');
+    throw smtpError(421, '4.7.0 Too many unknown recipients; closing connection');
+  }
+
+  #resolveRecipient(address: string, session: SMTPServerSession): AcceptedRcpt {
     const parts = splitAddress(address)!;
     const { directory } = this.#opts;
     if (!directory.isLocalDomain(parts.domain)) {
@@ -76,7 +224,7 @@ class MxPolicy {
   }
 
   async receive(stream: SMTPServerDataStream, session: SMTPServerSession, tx: Transaction<AcceptedRcpt>): Promise<string> {
-    const targets = uniqueMailboxes(tx.rcpts.flatMap((r) => r.mailboxes));
+    let targets: DeliveryTarget[] = uniqueMailboxes(tx.rcpts.flatMap((r) => r.mailboxes));
     const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const header = traceHeaders({
       hostname: this.#opts.hostname,
@@ -89,10 +237,49 @@ class MxPolicy {
     });
     const guard = new DataGuard(this.#opts.maxMessageBytes);
     const started = performance.now();
-    await this.#opts.store.deliver(targets, guarded(stream, guard, Buffer.from(header, 'utf8')));
+    const hostname = this.#opts.hostname;
+    let verdict: AuthOutcome | undefined;
+    const a = this.#trust?.auth;
+    if (!this.#auth || !a || !this.#checked(session)) {
+      // Unchecked: stream straight to the store; only forged results in our name are dropped.
+      await this.#opts.store.deliver(targets, prepend(Buffer.from(header, 'utf8'), withoutOwnAuthResults(checkedData(stream, guard), hostname)));
+    } else {
+      const spool = await MessageSpool.collect(checkedData(stream, guard), { memoryBytes: a.spoolMemoryBytes, dir: a.spoolDir });
+      try {
+        verdict = await this.#auth.check({
+          message: spool.onDisk ? () => spool.read() : spool.prefix,
+          ip: session.remoteAddress,
+          helo: session.hostNameAppearsAs || '',
+          sender,
+        });
+        const log = { cid: session.id, peer: session.remoteAddress, from: sender, spf: verdict.spf, helo: verdict.helo, dkim: verdict.dkim, dmarc: verdict.dmarc, arc: verdict.arc, policy: verdict.policy, lookups: verdict.lookups, checkMs: verdict.ms };
+        if (verdict.action === 'defer') {
+          this.#log.warn({ ...log, reply: verdict.reply }, 'sender checks failed temporarily; deferred');
+          throw smtpError(451, verdict.reply!);
+        }
+        if (verdict.action === 'reject') {
+          this.#log.info({ ...log, reply: verdict.reply }, 'message refused by sender checks');
+          throw smtpError(550, verdict.reply!);
+        }
+        if (verdict.action === 'junk') {
+          this.#log.info(log, 'DMARC failure with quarantine policy: delivering into Junk');
+          targets = targets.map((t) => ({ ...t, folder: a.junkFolder }));
+        } else this.#log.debug(log, 'sender checks');
+        // The stored copy: our trace and results, then the message as received, minus any
+        // Authentication-Results that claim to be ours (RFC 8601 5).
+        let end = headerEnd(spool.prefix);
+        if (end < 0 && !spool.onDisk) end = spool.prefix.length; // a message that is all header
+        const head = end < 0 ? spool.prefix : stripOwnAuthResults(spool.prefix.subarray(0, end), hostname).head;
+        const ours = Buffer.from(header + verdict.header, 'utf8');
+        await this.#opts.store.deliver(targets, prepend(Buffer.concat([ours, head]), spool.read(end < 0 ? spool.prefix.length : end)));
+      } finally {
+        await spool.dispose();
+      }
+    }
     const ms = Math.round(performance.now() - started);
+    if (this.#greylist) this.#greylist.confirm(tx.rcpts.flatMap((r) => (r.greylistKey ? [r.greylistKey] : [])));
     this.#opts.onDelivered?.(targets);
-    this.#log.info({ cid: session.id, peer: session.remoteAddress, from: sender, rcpts: tx.rcpts.map((r) => r.address), bytes: guard.bytes, ms }, 'message delivered');
+    this.#log.info({ cid: session.id, peer: session.remoteAddress, from: sender, rcpts: tx.rcpts.map((r) => r.address), bytes: guard.bytes, ms, folder: targets[0]?.folder, dmarc: verdict?.dmarc }, 'message delivered');
     return `2.6.0 Message accepted for delivery (${targets.length} mailbox${targets.length === 1 ? '' : 'es'})`;
   }
 }
@@ -106,6 +293,16 @@ export function uniqueMailboxes(boxes: MailboxRef[]): MailboxRef[] {
 /** The message as the store should write it: trace headers, then DATA checked chunk by chunk. */
 export async function* guarded(stream: Readable, guard: DataGuard, header: Buffer): AsyncGenerator<Uint8Array> {
   yield header;
+  yield* checkedData(stream, guard);
+}
+
+async function* prepend(first: Buffer, rest: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  yield first;
+  yield* rest;
+}
+
+/** DATA checked chunk by chunk (size, bare CR/LF). */
+export async function* checkedData(stream: Readable, guard: DataGuard): AsyncGenerator<Uint8Array> {
   // destroyOnReturn: false keeps smtp-server's stream alive when we stop early, so it can
   // still read up to the client's final dot before replying.
   for await (const chunk of stream.iterator({ destroyOnReturn: false })) {
