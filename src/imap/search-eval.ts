@@ -34,10 +34,15 @@ export type SearchContext = {
   now?: () => number;
   /** Offset of the zone whose calendar BEFORE/ON/SINCE use; default the server's local zone. */
   timezoneOffsetMinutes?: number;
+  /**
+   * The message's bytes; null if it is gone. When given, headers and body text are derived from
+   * one read per message (TEXT needs both), and `headers`/`bodyText` are not used.
+   */
+  raw?(m: SearchMessage): Promise<Buffer | null>;
   /** Decoded header values for HEADER/FROM/TO/CC/BCC/SUBJECT/SENT*, lower-cased field names; null if the message is gone. */
-  headers(m: SearchMessage): Promise<SearchHeaders | null>;
+  headers?(m: SearchMessage): Promise<SearchHeaders | null>;
   /** Decoded text of the body (all text parts, HTML as text), for BODY/TEXT; null if gone. */
-  bodyText(m: SearchMessage): Promise<string | null>;
+  bodyText?(m: SearchMessage): Promise<string | null>;
   /** Optional prefilter: UIDs that may match (a superset), or undefined when it cannot help. */
   candidates?(key: PrefilterKey, value: string): Promise<Set<number> | undefined>;
   /** Messages whose headers/body load at once (default 8). */
@@ -232,10 +237,14 @@ function cheap(k: SearchKey, m: SearchMessage, env: Env): Tri {
 
 // --- the exact pass ---
 
-/** Per-message loads, each done at most once. */
+/**
+ * Per-message loads, each done at most once. Lives only while its message is checked, so the
+ * raw bytes it keeps are bounded by the evaluation's concurrency.
+ */
 class Loaded {
   readonly #m: SearchMessage;
   readonly #ctx: SearchContext;
+  #raw: Promise<Buffer | null> | undefined;
   #headers: Promise<SearchHeaders | null> | undefined;
   #body: Promise<string | null> | undefined;
   #headerText: string | undefined;
@@ -244,11 +253,20 @@ class Loaded {
     this.#m = m;
     this.#ctx = ctx;
   }
+  #bytes(): Promise<Buffer | null> {
+    return (this.#raw ??= this.#ctx.raw!(this.#m));
+  }
   headers(): Promise<SearchHeaders | null> {
-    return (this.#headers ??= this.#ctx.headers(this.#m));
+    if (this.#headers) return this.#headers;
+    if (this.#ctx.raw) return (this.#headers = this.#bytes().then((raw) => (raw === null ? null : headersFromRaw(raw))));
+    if (!this.#ctx.headers) throw new Error('SearchContext needs raw or headers');
+    return (this.#headers = this.#ctx.headers(this.#m));
   }
   body(): Promise<string | null> {
-    return (this.#body ??= this.#ctx.bodyText(this.#m));
+    if (this.#body) return this.#body;
+    if (this.#ctx.raw) return (this.#body = this.#bytes().then((raw) => (raw === null ? null : bodyTextFromRaw(raw))));
+    if (!this.#ctx.bodyText) throw new Error('SearchContext needs raw or bodyText');
+    return (this.#body = this.#ctx.bodyText(this.#m));
   }
   /** Folded values of one field, joined (each occurrence on its own line). */
   async field(name: string): Promise<string | null> {

@@ -19,6 +19,7 @@ import { StateMachine } from '../core/state-machine.ts';
 import type { NoStrayHandlers } from '../core/state-machine.ts';
 import { StoreError } from '../store/names.ts';
 import type { ChangeEvent, UserMailboxes } from '../store/mailboxes.ts';
+import { indexFolderSoon } from '../store/user-search.ts';
 import type { MailboxRef } from '../store/maildir.ts';
 import { CommandAssembler } from './assembler.ts';
 import { describeForLog, isDone, parseCommand } from './parse.ts';
@@ -507,6 +508,8 @@ export class ImapSession extends StateMachine<State> {
     const folder = state === undefined ? cmd.args.mailbox : normalisedFolder(cmd.args.mailbox);
     const view = new SelectedView(this.mailboxes!, folder, state, readOnly);
     this.view = view;
+    // A folder someone opens is one they may search: bring its full-text index up to date.
+    indexFolderSoon(this.mailboxes!, folder);
     if (!wasSelected) this.transition('SELECTED', cmd.verb);
     const systemFlags = ['\\Answered', '\\Flagged', '\\Deleted', '\\Seen', '\\Draft'];
     const keywords = view.keywords();

@@ -23,7 +23,7 @@ type Verb = 'USER' | 'PASS' | 'AUTH' | 'APOP' | 'CAPA' | 'STLS' | 'QUIT' | 'STAT
 export type Pop3Maildrop = {
   lockMaildrop(owner: object): boolean;
   unlockMaildrop(owner: object): void;
-  sync(folder: string): Promise<{ uidValidity: number; messages: Array<{ uid: number; size: number }> }>;
+  sync(folder: string): Promise<{ uidValidity: number; messages: Array<{ uid: number; size: number; vsize?: number | null }> }>;
   openMessage(folder: string, uid: number): Promise<Readable | null>;
   readMessage(folder: string, uid: number): Promise<Buffer | null>;
   setFlags(folder: string, uids: number[], mode: 'add', flags: string[]): Promise<unknown>;
@@ -293,7 +293,9 @@ export class Pop3Session extends StateMachine<State> {
     try {
       const state = await this.withTimerPaused(() => maildrop.sync(INBOX));
       this.#uidValidity = state.uidValidity;
-      this.#entries = state.messages.map((m, i) => ({ number: i + 1, uid: m.uid, size: m.size, deleted: false }));
+      // RFC 1939 5: LIST/STAT give the size as RETR sends it (CRLF line ends): the W= size when
+      // the file name has one, else the file's size.
+      this.#entries = state.messages.map((m, i) => ({ number: i + 1, uid: m.uid, size: m.vsize ?? m.size, deleted: false }));
     } catch (err) {
       this.#release();
       throw err;

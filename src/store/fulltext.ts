@@ -16,6 +16,7 @@ import { decode as decodeQp } from 'libqp';
 import { decode as decodeBase64 } from 'libbase64';
 import type { Logger } from '../core/log.ts';
 import type { UserMailboxes } from './mailboxes.ts';
+import { StoreError } from './names.ts';
 
 export const FULLTEXT_FILE = 'hearth-fulltext.sqlite';
 const SCHEMA_VERSION = 1;
@@ -339,6 +340,7 @@ export class FullTextIndex {
         uids: p('SELECT uid FROM docs WHERE folder = ? AND uidvalidity = ?'),
         partialUids: p('SELECT uid FROM docs WHERE folder = ? AND uidvalidity = ? AND partial = 1'),
         folderDocs: p('SELECT id FROM docs WHERE folder = ? AND uidvalidity != ?'),
+        folderRename: p('UPDATE docs SET folder = ? WHERE folder = ?'),
         ...Object.fromEntries(
           FIELDS.map((f) => [`match_${f}`, p(`SELECT d.uid AS uid FROM fts JOIN docs d ON d.id = fts.rowid WHERE fts MATCH ? AND d.folder = ? AND d.uidvalidity = ?`)]),
         ),
@@ -413,6 +415,17 @@ export class FullTextIndex {
   }
 
   /**
+   * A folder was renamed (UIDVALIDITY and UIDs kept, RFC 3501 6.3.5): its documents follow it, so
+   * nothing is read again. Whatever was indexed under the new name before is forgotten first.
+   */
+  renameFolder(from: string, to: string): number {
+    return this.transaction(() => {
+      this.removeFolder(to);
+      return Number(this.#s.folderRename.run(to, from).changes);
+    });
+  }
+
+  /**
    * UIDs of indexed messages whose `field` may contain `value` as a substring (case and
    * diacritics ignored, so a superset of the exact answer), plus those whose body was too long
    * to index whole. Undefined when the index cannot tell: fewer than 3 characters (trigrams).
@@ -465,6 +478,10 @@ export class FullTextIndex {
       try {
         raw = await mailboxes.readMessage(folder, m.uid);
       } catch (err) {
+        // The folder went away (deleted, renamed: what was read is not kept under the old name)
+        // or the mailbox closed (what was read is kept): nothing more to read here either way.
+        if (err instanceof StoreError && err.code === 'STORE_NO_FOLDER') pending = [];
+        if (err instanceof StoreError && (err.code === 'STORE_NO_FOLDER' || err.code === 'STORE_CLOSED')) break;
         this.#log.warn({ folder, uid: m.uid, err: err instanceof Error ? err.message : String(err) }, 'full-text: cannot read message');
         continue;
       }

@@ -29,6 +29,8 @@ export type MessageRow = {
   modseq: number;
   /** Space-separated (keywords are IMAP atoms and have no spaces). */
   keywords: string;
+  /** Size with CRLF line ends (the name's W=), or null when unknown. */
+  vsize: number | null;
 };
 
 const SCHEMA = `
@@ -77,6 +79,12 @@ CREATE TABLE IF NOT EXISTS summaries (
 ) WITHOUT ROWID;
 `;
 
+/**
+ * Columns added after version 1 without a version bump: an older index gains them on open (each
+ * nullable, so an older hearth reading or writing the same file is unaffected).
+ */
+const ADDED_COLUMNS: ReadonlyArray<{ table: string; column: string; decl: string }> = [{ table: 'messages', column: 'vsize', decl: 'INTEGER' }];
+
 export class IndexDb {
   readonly file: string;
   readonly #db: DatabaseSync;
@@ -104,6 +112,10 @@ export class IndexDb {
         db.exec('COMMIT');
       }
       db.exec(SUMMARY_SCHEMA);
+      for (const c of ADDED_COLUMNS) {
+        const have = (db.prepare(`PRAGMA table_info(${c.table})`).all() as Array<{ name: string }>).some((r) => r.name === c.column);
+        if (!have) db.exec(`ALTER TABLE ${c.table} ADD COLUMN ${c.column} ${c.decl}`);
+      }
       const p = (sql: string): StatementSync => db.prepare(sql);
       this.#s = {
         metaGet: p('SELECT value FROM meta WHERE key = ?'),
@@ -117,8 +129,8 @@ export class IndexDb {
         folderDelete: p('DELETE FROM folders WHERE id = ?'),
         msgsDelete: p('DELETE FROM messages WHERE folder_id = ?'),
         expsDelete: p('DELETE FROM expunged WHERE folder_id = ?'),
-        msgsLoad: p('SELECT uid, name, in_new, size, internal_date, modseq, keywords FROM messages WHERE folder_id = ? AND uid > ? ORDER BY uid LIMIT ?'),
-        msgInsert: p('INSERT INTO messages (folder_id, uid, name, in_new, size, internal_date, modseq, keywords) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+        msgsLoad: p('SELECT uid, name, in_new, size, internal_date, modseq, keywords, vsize FROM messages WHERE folder_id = ? AND uid > ? ORDER BY uid LIMIT ?'),
+        msgInsert: p('INSERT INTO messages (folder_id, uid, name, in_new, size, internal_date, modseq, keywords, vsize) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
         msgUpdate: p('UPDATE messages SET name = ?, in_new = ?, modseq = ?, keywords = ? WHERE folder_id = ? AND uid = ?'),
         msgDelete: p('DELETE FROM messages WHERE folder_id = ? AND uid = ?'),
         expInsert: p('INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) VALUES (?, ?, ?)'),
@@ -202,7 +214,7 @@ export class IndexDb {
     return this.#s.msgsLoad.all(folderId, afterUid, limit) as MessageRow[];
   }
   insertMessage(folderId: number, m: MessageRow): void {
-    this.#s.msgInsert.run(folderId, m.uid, m.name, m.in_new, m.size, m.internal_date, m.modseq, m.keywords);
+    this.#s.msgInsert.run(folderId, m.uid, m.name, m.in_new, m.size, m.internal_date, m.modseq, m.keywords, m.vsize);
   }
   updateMessage(folderId: number, uid: number, name: string, inNew: boolean, modseq: number, keywords: string): void {
     this.#s.msgUpdate.run(name, inNew ? 1 : 0, modseq, keywords, folderId, uid);

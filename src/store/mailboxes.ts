@@ -16,8 +16,10 @@ import type { Logger } from '../core/log.ts';
 import { applyKeywords, applyLetters, compareDeliveryOrder, imapFlags, parseMaildirName, splitFlags, visibleLetters, withVisibleLetters } from './flags.ts';
 import { INDEX_FILE, IndexDb } from './index-db.ts';
 import type { MessageRow } from './index-db.ts';
+import { sizeFields, sizesFromName } from './maildir.ts';
 import type { MailboxRef, MaildirStore } from './maildir.ts';
 import { StoreError, assertSafeName, isInbox } from './names.ts';
+import { UserSearch } from './user-search.ts';
 
 /** Messages up to this size are read with one synchronous burst (see #readSmallSync). */
 const SYNC_READ_MAX = 128 * 1024;
@@ -29,6 +31,11 @@ export type MessageRecord = {
   modseq: number;
   /** Bytes of the file as stored (line endings as delivered). */
   size: number;
+  /**
+   * Bytes with every line ending as CRLF (IMAP RFC822.SIZE, POP3 LIST), from the file name's
+   * Dovecot-style `,W=`; null for files written without one (another program): parse to know.
+   */
+  vsize: number | null;
   /** IMAP names: \Seen \Answered \Flagged \Deleted \Draft, then keywords. Never \Recent. */
   flags: string[];
   /** ms since the epoch: the file's mtime (APPEND's date, or delivery time). */
@@ -43,7 +50,8 @@ export type ChangeEvent =
   | { kind: 'added'; folder: string; records: MessageRecord[] }
   | { kind: 'flags'; folder: string; records: MessageRecord[] }
   | { kind: 'expunged'; folder: string; uids: number[] }
-  | { kind: 'folders' };
+  /** The folder list changed; a delete or rename says which folders (a rename lists its subfolders too). */
+  | { kind: 'folders'; deleted?: string[]; renamed?: Array<{ from: string; to: string }> };
 export type FlagMode = 'add' | 'remove' | 'replace';
 export type UidMap = Array<{ from: number; to: number }>;
 
@@ -80,6 +88,16 @@ const ioError = (what: string, err: unknown): StoreError =>
 const sameKeywords = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((k, i) => k === b[i]);
 const uniqueSorted = (uids: readonly number[]): number[] => [...new Set(uids)].sort((a, b) => a - b);
 
+/**
+ * The name's W= when the file is what the name says: a name whose S= disagrees with the file
+ * (rewritten by another program without renaming) is not trusted, nor a W= below the file size.
+ */
+function vsizeFromName(name: string, fileSize: number): number | null {
+  const { size, vsize } = sizesFromName(name);
+  if (vsize === null || vsize < fileSize || (size !== null && size !== fileSize)) return null;
+  return vsize;
+}
+
 function statFile(file: string): Promise<fs.Stats | undefined> {
   return new Promise((resolve, reject) =>
     fs.stat(file, (err, st) => {
@@ -89,16 +107,33 @@ function statFile(file: string): Promise<fs.Stats | undefined> {
   );
 }
 
-/** One process's view of all mailboxes: one UserMailboxes (one open index) per user. */
+export type MailStoreOptions = {
+  maildir: MaildirStore;
+  log?: Logger;
+  /**
+   * Keep a full-text index per user beside the mailbox index (user-search.ts), kept up to date
+   * in the background, so SEARCH BODY/SUBJECT/FROM… read only the messages that may match.
+   * Default true.
+   */
+  fullText?: boolean;
+};
+
+/**
+ * One process's view of all mailboxes: one UserMailboxes (one open index) per user, and beside
+ * it the user's full-text index (UserSearch), opened and closed with it.
+ */
 export class MailStore {
   readonly maildir: MaildirStore;
   readonly #log: Logger;
+  readonly #fullText: boolean;
   readonly #users = new Map<string, Promise<UserMailboxes>>();
+  readonly #searches = new Map<string, UserSearch>();
   #closed = false;
 
-  constructor(opts: { maildir: MaildirStore; log?: Logger }) {
+  constructor(opts: MailStoreOptions) {
     this.maildir = opts.maildir;
     this.#log = (opts.log ?? silentLogger()).child({ svc: 'index' });
+    this.#fullText = opts.fullText ?? true;
   }
 
   /** The user's mailboxes, opened (and the INBOX created) on first use, then shared. */
@@ -107,7 +142,14 @@ export class MailStore {
     const key = userKey(box);
     let p = this.#users.get(key);
     if (p === undefined) {
-      p = UserMailboxes.open(this.maildir, box, this.#log);
+      p = UserMailboxes.open(this.maildir, box, this.#log).then((user) => {
+        if (this.#fullText && !this.#closed) {
+          // Search is an optimisation: a user whose index cannot be opened still gets their mail.
+          const search = UserSearch.open(user, this.#log);
+          if (search) this.#searches.set(key, search);
+        }
+        return user;
+      });
       this.#users.set(key, p);
       p.catch(() => this.#users.delete(key));
     }
@@ -132,7 +174,11 @@ export class MailStore {
   async close(): Promise<void> {
     this.#closed = true;
     const users = [...this.#users.values()];
+    const searches = [...this.#searches.values()];
     this.#users.clear();
+    this.#searches.clear();
+    // Searches first: their background indexing reads through the mailboxes.
+    await Promise.all(searches.map((s) => s.close()));
     await Promise.all(users.map(async (p) => (await p.catch(() => undefined))?.close()));
   }
 }
@@ -262,7 +308,7 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       });
       await fsp.rm(trash, { recursive: true, force: true }).catch((err: unknown) => this.#log.warn({ trash, err: errText(err) }, 'deleted folder not removed'));
       this.#log.info({ folder }, 'folder deleted');
-      this.#emit({ kind: 'folders' });
+      this.#emit({ kind: 'folders', deleted: [folder] });
     });
   }
 
@@ -311,7 +357,7 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
         }
       });
       this.#log.info({ from: src, to: dst, folders: moves.length }, 'folder renamed');
-      this.#emit({ kind: 'folders' });
+      this.#emit({ kind: 'folders', renamed: moves });
     });
   }
 
@@ -339,6 +385,12 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       await this.#scan(f);
       return this.#state(f);
     });
+  }
+
+  /** The folder's UIDVALIDITY if it is open in this index (no I/O, no copy of its messages). */
+  uidValidity(folder: string): number | undefined {
+    if (this.#closed) return undefined;
+    return this.#folders.get(isInbox(folder) ? 'INBOX' : folder)?.uidValidity;
   }
 
   /** The last synced state of a folder, without I/O; undefined if it has not been opened. */
@@ -502,7 +554,7 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       let entry: Entry;
       if (known) {
         if (wanted.keywords.length === 0) return known.rec;
-        entry = this.#entry(f, known.rec.uid, known.name, known.inNew, known.rec.size, known.rec.internalDate, modseq, letters, wanted.keywords);
+        entry = this.#entry(f, known.rec.uid, known.name, known.inNew, known.rec.size, known.rec.vsize, known.rec.internalDate, modseq, letters, wanted.keywords);
         this.#db.transaction(() => {
           this.#db.updateMessage(f.id, entry.rec.uid, entry.name, entry.inNew, modseq, entry.keywords.join(' '));
           this.#db.setCounters(f.id, f.uidNext, modseq);
@@ -514,7 +566,7 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       }
       const st = await statFile(file.path).catch(() => undefined);
       const internalDate = opts.internalDate?.getTime() ?? Math.floor(st?.mtimeMs ?? Date.now());
-      entry = this.#entry(f, f.uidNext, file.name, !file.path.includes(`${path.sep}cur${path.sep}`), file.size, internalDate, modseq, letters, wanted.keywords);
+      entry = this.#entry(f, f.uidNext, file.name, !file.path.includes(`${path.sep}cur${path.sep}`), file.size, file.vsize, internalDate, modseq, letters, wanted.keywords);
       this.#db.transaction(() => {
         this.#db.insertMessage(f.id, rowOf(entry));
         this.#db.setCounters(f.id, entry.rec.uid + 1, modseq);
@@ -694,7 +746,9 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       const rows = this.#db.messages(f.id, after, LOAD_SLICE);
       for (const m of rows) {
         const { key, letters } = parseMaildirName(m.name);
-        const e = this.#entry(f, m.uid, m.name, m.in_new === 1, m.size, m.internal_date, m.modseq, letters, m.keywords === '' ? [] : m.keywords.split(' '));
+        // Rows from before the vsize column have it null: the name still has it (if anyone wrote it).
+        const vsize = m.vsize ?? vsizeFromName(m.name, m.size);
+        const e = this.#entry(f, m.uid, m.name, m.in_new === 1, m.size, vsize, m.internal_date, m.modseq, letters, m.keywords === '' ? [] : m.keywords.split(' '));
         f.byUid.set(e.rec.uid, e);
         f.byKey.set(key, e);
       }
@@ -730,12 +784,13 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
 
   // --- internals: entries ---
 
-  #entry(f: Folder, uid: number, name: string, inNew: boolean, size: number, internalDate: number, modseq: number, letters: string, keywords: string[]): Entry {
+  #entry(f: Folder, uid: number, name: string, inNew: boolean, size: number, vsize: number | null, internalDate: number, modseq: number, letters: string, keywords: string[]): Entry {
     const key = parseMaildirName(name).key;
     const rec: MessageRecord = {
       uid,
       modseq,
       size,
+      vsize,
       flags: imapFlags(letters, keywords),
       internalDate,
       key,
@@ -849,10 +904,10 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       const st = stats[i];
       if (st === undefined || !st.isFile()) continue;
       const file = fresh[i];
-      added.push(this.#entry(f, uidNext++, file.name, file.inNew, st.size, Math.floor(st.mtimeMs), modseq, parseMaildirName(file.name).letters, []));
+      added.push(this.#entry(f, uidNext++, file.name, file.inNew, st.size, vsizeFromName(file.name, st.size), Math.floor(st.mtimeMs), modseq, parseMaildirName(file.name).letters, []));
     }
     const updated = renamed.map(({ e, file, flagsChanged }) =>
-      this.#entry(f, e.rec.uid, file.name, file.inNew, e.rec.size, e.rec.internalDate, flagsChanged ? modseq : e.rec.modseq, parseMaildirName(file.name).letters, e.keywords),
+      this.#entry(f, e.rec.uid, file.name, file.inNew, e.rec.size, e.rec.vsize, e.rec.internalDate, flagsChanged ? modseq : e.rec.modseq, parseMaildirName(file.name).letters, e.keywords),
     );
     const goneEntries = gone.map((k) => f.byKey.get(k)!);
     // Trust the directory mtimes for the next skip only if they are older than this scan's start
@@ -966,7 +1021,7 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       done.sort((a, b) => a.e.rec.uid - b.e.rec.uid);
       for (const p of done) {
         const inNew = p.rename ? false : p.e.inNew;
-        changed.push(this.#entry(f, p.e.rec.uid, p.name, inNew, p.e.rec.size, p.e.rec.internalDate, modseq, p.letters, p.keywords));
+        changed.push(this.#entry(f, p.e.rec.uid, p.name, inNew, p.e.rec.size, p.e.rec.vsize, p.e.rec.internalDate, modseq, p.letters, p.keywords));
       }
       this.#db.transaction(() => {
         for (const e of changed) this.#db.updateMessage(f.id, e.rec.uid, e.name, e.inNew, modseq, e.keywords.join(' '));
@@ -1008,7 +1063,8 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
     const entries = uids.map((u) => src.byUid.get(u)).filter((e): e is Entry => e !== undefined);
     if (entries.length === 0) return [];
     const planned = entries.map((e) => {
-      const base = `${this.#maildir.newBaseName()},S=${e.rec.size}`;
+      // The size fields travel with the content, so the copy needs no parse either.
+      const base = `${this.#maildir.newBaseName()}${sizeFields(e.rec.size, e.rec.vsize)}`;
       const name = e.inNew ? base : `${base}:2,${e.letters}`;
       return { e, name, dest: path.join(dst.dir, e.inNew ? 'new' : 'cur', name), ok: false };
     });
@@ -1037,7 +1093,7 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
     const modseq = dst.highestModseq + 1;
     let uidNext = dst.uidNext;
     const added = moved.map((p) =>
-      this.#entry(dst, uidNext++, p.name, p.e.inNew, p.e.rec.size, p.e.rec.internalDate, modseq, p.e.letters, p.e.keywords),
+      this.#entry(dst, uidNext++, p.name, p.e.inNew, p.e.rec.size, p.e.rec.vsize, p.e.rec.internalDate, modseq, p.e.letters, p.e.keywords),
     );
     if (added.length > 0) {
       this.#db.transaction(() => {
@@ -1069,6 +1125,7 @@ function rowOf(e: Entry): MessageRow {
     internal_date: e.rec.internalDate,
     modseq: e.rec.modseq,
     keywords: e.keywords.join(' '),
+    vsize: e.rec.vsize,
   };
 }
 

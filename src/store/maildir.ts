@@ -8,7 +8,11 @@
 //   <root>/<domain>/<user>/{cur,new,tmp}            INBOX
 //   <root>/<domain>/<user>/.Sent/{cur,new,tmp}      folder "Sent" (+ empty `maildirfolder` file)
 //   <root>/<domain>/<user>/.Lists.foo/...           folder "Lists/foo"
-// File names: <secs>.M<usec>P<pid>Q<counter>R<random hex>.<host>,S=<size>[:2,<flags>]
+// File names: <secs>.M<usec>P<pid>Q<counter>R<random hex>.<host>,S=<size>,W=<crlf size>[:2,<flags>]
+// S= is the file's size; W= is Dovecot's "virtual size", the size with every line ending as CRLF
+// (what IMAP RFC822.SIZE and POP3 LIST report, RFC 3501 2.3.4, RFC 1939 5), counted while the
+// file is written so no reader ever has to parse a message just to know its size.
+import { GroupCommit } from '../core/group-commit.ts';
 import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -26,8 +30,10 @@ export type { StoreIo } from './io.ts';
 
 export type MailboxRef = { user: string; domain: string };
 export type DeliveryTarget = MailboxRef & { folder?: string };
-export type DeliveredFile = { target: DeliveryTarget; path: string; name: string; size: number };
-export type MessageEntry = { name: string; path: string; dir: 'new' | 'cur'; size: number; flags: string };
+/** `size`: bytes of the file; `vsize`: bytes with every bare LF counted as CRLF (the name's W=). */
+export type DeliveredFile = { target: DeliveryTarget; path: string; name: string; size: number; vsize: number };
+/** `vsize` is the name's W= (null for files other programs wrote without one). */
+export type MessageEntry = { name: string; path: string; dir: 'new' | 'cur'; size: number; vsize: number | null; flags: string };
 export type DeliverOptions = { flags?: string; signal?: AbortSignal; mtime?: Date };
 export type StoreOptions = { root: string; hostname?: string; fsync?: boolean; log?: Logger; io?: Partial<StoreIo>; clock?: () => number };
 
@@ -44,11 +50,55 @@ const WRITE_BATCH_BYTES = 64 * 1024;
 let deliveryCounter = 0;
 
 type Resolved = { target: Required<DeliveryTarget>; dir: string; inboxDir: string; isSub: boolean };
-type DirSync = { running: Promise<void> | undefined; next: Promise<void> | undefined };
 
 const noop = (): void => {};
 const errCode = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
 const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/** `,S=<size>,W=<vsize>`, the size fields of a Maildir name as Dovecot writes them. */
+export function sizeFields(size: number, vsize: number | null): string {
+  return vsize === null ? `,S=${size}` : `,S=${size},W=${vsize}`;
+}
+
+/**
+ * S= and W= from a Maildir name (or base name), each null when absent. Fields follow the host
+ * part, comma-separated (Dovecot's maildir-filename.c); the info after `:` is not looked at.
+ */
+export function sizesFromName(name: string): { size: number | null; vsize: number | null } {
+  const colon = name.indexOf(':');
+  const base = colon < 0 ? name : name.slice(0, colon);
+  let size: number | null = null;
+  let vsize: number | null = null;
+  for (let comma = base.indexOf(','); comma >= 0; comma = base.indexOf(',', comma + 1)) {
+    const tag = base.charCodeAt(comma + 1);
+    // 0x53 'S', 0x57 'W', 0x3d '='
+    if ((tag !== 0x53 && tag !== 0x57) || base.charCodeAt(comma + 2) !== 0x3d) continue;
+    const end = base.indexOf(',', comma + 3);
+    const digits = base.slice(comma + 3, end < 0 ? base.length : end);
+    if (!/^\d{1,15}$/.test(digits)) continue;
+    if (tag === 0x53) size = Number(digits);
+    else vsize = Number(digits);
+  }
+  return { size, vsize };
+}
+
+/**
+ * Counts LFs without a CR before them, chunk by chunk (a CRLF may be split between chunks): each
+ * adds one octet to the CRLF form. The same rule as the IMAP summary's `bareLf`.
+ */
+export class BareLfCounter {
+  #lastWasCR = false;
+  /** Bare LFs in this chunk. */
+  push(chunk: Uint8Array): number {
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    let bare = 0;
+    for (let i = buf.indexOf(0x0a); i >= 0; i = buf.indexOf(0x0a, i + 1)) {
+      if (i === 0 ? !this.#lastWasCR : buf[i - 1] !== 0x0d) bare++;
+    }
+    if (buf.length > 0) this.#lastWasCR = buf[buf.length - 1] === 0x0d;
+    return bare;
+  }
+}
 
 function abortError(signal: AbortSignal): StoreError {
   return new StoreError('STORE_ABORTED', 'delivery aborted', { cause: signal.reason });
@@ -64,7 +114,7 @@ export class MaildirStore {
   /** Maildirs known to exist with cur/new/tmp: the fast path skips mkdir entirely. */
   readonly #ready = new Set<string>();
   readonly #creating = new Map<string, Promise<void>>();
-  readonly #dirSyncs = new Map<string, DirSync>();
+  readonly #dirSyncs = new GroupCommit((dir) => this.#fsyncDirNow(dir));
 
   constructor(opts: StoreOptions) {
     this.root = path.resolve(opts.root);
@@ -115,6 +165,7 @@ export class MaildirStore {
     const copies: string[] = [];
     let name = '';
     let size = 0;
+    let vsize = 0;
     try {
       if (signal?.aborted) throw abortError(signal);
       for (const r of distinct) if (!this.#ready.has(r.dir)) await this.#ensureResolved(r);
@@ -125,7 +176,7 @@ export class MaildirStore {
       const fd = await this.#retryIfVanished(first, () => this.#io.open(candidate, 'wx', 0o600));
       tmpPath = candidate;
       try {
-        size = await this.#writeContent(fd, content, signal);
+        ({ size, vsize } = await this.#writeContent(fd, content, signal));
         if (mtime) await this.#io.futimes(fd, mtime, mtime);
         if (this.#fsync) await this.#io.fsync(fd);
       } catch (err) {
@@ -136,7 +187,7 @@ export class MaildirStore {
       if (signal?.aborted) throw abortError(signal);
 
       // Past this point the content is durable in tmp/; only linking and directory syncs remain.
-      name = `${base},S=${size}${info}`;
+      name = `${base}${sizeFields(size, vsize)}${info}`;
       for (const r of distinct) {
         const dest = path.join(r.dir, sub, name);
         await this.#linkInto(tmpPath, dest, r, mtime, copies);
@@ -154,7 +205,7 @@ export class MaildirStore {
     // Delivered: a tmp/ file left behind is harmless (cleanTmp removes it), so this cannot fail the delivery.
     await this.#io.unlink(tmpPath).catch((err: unknown) => this.#log.warn({ path: tmpPath, err: errText(err) }, 'tmp file not removed'));
     this.#log.debug({ name, size, targets: distinct.length }, 'delivered');
-    return resolved.map((r) => ({ target: r.target, path: path.join(r.dir, sub, name), name, size }));
+    return resolved.map((r) => ({ target: r.target, path: path.join(r.dir, sub, name), name, size, vsize }));
   }
 
   /** Whether this store fsyncs files and directories (the `fsync` option, default on). */
@@ -175,7 +226,7 @@ export class MaildirStore {
     }
   }
 
-  /** A fresh, unique Maildir base name (no `,S=` and no `:2,` info), as `deliver` makes them. */
+  /** A fresh, unique Maildir base name (no `,S=`/`,W=` and no `:2,` info), as `deliver` makes them. */
   newBaseName(): string {
     return this.#uniqueName();
   }
@@ -202,8 +253,8 @@ export class MaildirStore {
           const colon = name.indexOf(':');
           const base = colon < 0 ? name : name.slice(0, colon);
           const flags = colon >= 0 && name.startsWith('2,', colon + 1) ? name.slice(colon + 3) : '';
-          const sized = /,S=(\d+)/.exec(base);
-          let size = sized ? Number(sized[1]) : -1;
+          const sizes = sizesFromName(base);
+          let size = sizes.size ?? -1;
           if (size < 0) {
             try {
               size = (await fsp.stat(file)).size;
@@ -212,7 +263,7 @@ export class MaildirStore {
               throw new StoreError('STORE_IO', `cannot stat ${file}: ${errText(err)}`, { cause: err });
             }
           }
-          return { name, path: file, dir: sub, size, flags };
+          return { name, path: file, dir: sub, size, vsize: sizes.vsize, flags };
         }),
       );
       for (const e of entries) if (e) out.push(e);
@@ -350,11 +401,11 @@ export class MaildirStore {
 
   // --- delivery steps ---
 
-  async #writeContent(fd: number, content: Uint8Array | string | AsyncIterable<Uint8Array>, signal: AbortSignal | undefined): Promise<number> {
+  async #writeContent(fd: number, content: Uint8Array | string | AsyncIterable<Uint8Array>, signal: AbortSignal | undefined): Promise<{ size: number; vsize: number }> {
     if (typeof content === 'string') content = Buffer.from(content, 'utf8');
     if (content instanceof Uint8Array) {
       await this.#writeAll(fd, content);
-      return content.byteLength;
+      return { size: content.byteLength, vsize: content.byteLength + new BareLfCounter().push(content) };
     }
     const it = content[Symbol.asyncIterator]();
     let finished = false;
@@ -370,6 +421,8 @@ export class MaildirStore {
     const pending: Uint8Array[] = [];
     let pendingBytes = 0;
     let size = 0;
+    const bareLf = new BareLfCounter();
+    let bare = 0;
     try {
       for (;;) {
         if (signal?.aborted) throw abortError(signal);
@@ -388,6 +441,7 @@ export class MaildirStore {
         }
         const chunk: Uint8Array = typeof step.value === 'string' ? Buffer.from(step.value, 'utf8') : step.value;
         size += chunk.byteLength;
+        bare += bareLf.push(chunk);
         pending.push(chunk);
         pendingBytes += chunk.byteLength;
         if (pendingBytes >= WRITE_BATCH_BYTES) {
@@ -397,7 +451,7 @@ export class MaildirStore {
         }
       }
       if (pendingBytes > 0) await this.#writeAll(fd, pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes));
-      return size;
+      return { size, vsize: size + bare };
     } finally {
       if (onAbort) signal?.removeEventListener('abort', onAbort);
       // Let the source release its resources; don't wait, it may be stuck in a read.
@@ -435,32 +489,9 @@ export class MaildirStore {
     copies.splice(copies.indexOf(copy), 1);
   }
 
-  /**
-   * fsync a directory, group-commit style: callers arriving while a sync of the same directory runs
-   * share the next one (which starts after their link, so it covers it). Under load this turns
-   * one fsync per delivery into one per batch.
-   */
+  /** fsync a directory, group-commit style (see core/group-commit.ts). */
   #syncDir(dir: string): Promise<void> {
-    let state = this.#dirSyncs.get(dir);
-    if (state === undefined) {
-      state = { running: undefined, next: undefined };
-      this.#dirSyncs.set(dir, state);
-    }
-    const s = state;
-    const start = (): Promise<void> => {
-      const p: Promise<void> = this.#fsyncDirNow(dir).finally(() => {
-        if (s.running === p) s.running = undefined;
-        if (s.running === undefined && s.next === undefined && this.#dirSyncs.get(dir) === s) this.#dirSyncs.delete(dir);
-      });
-      s.running = p;
-      return p;
-    };
-    if (s.running === undefined) return start();
-    s.next ??= s.running.then(noop, noop).then(() => {
-      s.next = undefined;
-      return start();
-    });
-    return s.next;
+    return this.#dirSyncs.sync(dir);
   }
 
   async #fsyncDirNow(dir: string): Promise<void> {

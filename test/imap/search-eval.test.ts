@@ -406,6 +406,23 @@ describe('work done', () => {
     expect(short).toEqual([]);
   });
 
+  it('with raw(), reads each message once for TEXT (headers and body from the same bytes)', async () => {
+    const reads: number[] = [];
+    const ctx: SearchContext = {
+      messages: FIXTURES,
+      maxUid: 25,
+      now: () => NOW,
+      timezoneOffsetMinutes: 0,
+      raw: async (m) => (reads.push(m.uid), (m as Fixture).raw),
+    };
+    // "zzsecret" is in no header and no readable body part: both halves of TEXT are checked.
+    expect((await evaluateSearch(criteria('TEXT zzsecret'), ctx)).map((m) => m.uid)).toEqual([]);
+    expect(reads.sort()).toEqual([10, 11, 20, 25]);
+    reads.length = 0;
+    expect((await evaluateSearch(criteria('OR SUBJECT invoice TEXT bonjour'), ctx)).map((m) => m.uid)).toEqual([11, 25]);
+    expect(reads.sort()).toEqual([10, 11, 20, 25]);
+  });
+
   it('loads bodies a few at a time', async () => {
     const many = Array.from({ length: 100 }, (_, i) => ({ ...FIXTURES[i % 4], seq: i + 1, uid: i + 1 }));
     const ctx = context(many, { concurrency: 3 });
@@ -419,7 +436,7 @@ describe('work done', () => {
     const ac = new AbortController();
     const many = Array.from({ length: 50 }, (_, i) => ({ ...FIXTURES[i % 4], seq: i + 1, uid: i + 1 }));
     const ctx = context(many, { concurrency: 1, signal: ac.signal });
-    const inner = ctx.bodyText.bind(ctx);
+    const inner = ctx.bodyText!.bind(ctx);
     ctx.bodyText = async (m) => {
       if (ctx.calls.body.length === 5) ac.abort(new Error('client gone'));
       return inner(m);

@@ -92,6 +92,30 @@ p.quit()`;
     }
   });
 
+  it('LIST and STAT give the size RETR sends (CRLF) for a bare-LF message, from its W=', async () => {
+    const setup = await makeSetup({ toml: POP_LISTENERS });
+    const hearth = await startTestHearth(setup);
+    try {
+      const { MaildirStore } = await import('../../src/store/maildir.ts');
+      const bare = 'Subject: local\n\nwritten\nwith bare\nline feeds\n';
+      const crlf = 'Subject: crlf\r\n\r\nfine\r\n';
+      const store = new MaildirStore({ root: setup.dataDir, fsync: false });
+      await store.deliver([{ user: 'alice', domain: 'example.test' }], bare);
+      await store.deliver([{ user: 'alice', domain: 'example.test' }], crlf);
+      const sent = bare.replaceAll('\n', '\r\n');
+      const c = await login(hearth.port('pop3'));
+      expect(await c.command('LIST 1')).toBe(`+OK 1 ${sent.length}`);
+      expect(await c.command('LIST 2')).toBe(`+OK 2 ${crlf.length}`);
+      expect(await c.command('STAT')).toBe(`+OK 2 ${sent.length + crlf.length}`);
+      expect(await c.command('RETR 1')).toMatch(/^\+OK/);
+      expect(await c.dotBody()).toBe(sent);
+      c.close();
+    } finally {
+      await hearth.close();
+      await setup.cleanup();
+    }
+  });
+
   it('answers a pipelined burst of many commands in order (paced, not refused)', async () => {
     const setup = await makeSetup({ toml: POP_LISTENERS });
     const hearth = await startTestHearth(setup);

@@ -467,3 +467,82 @@ describe('the index', () => {
     expect(await u.move('INBOX', [rec.uid], 'Trash')).toEqual([{ from: 1, to: 1 }]);
   });
 });
+
+describe('vsize: the CRLF size from the file name (Dovecot W=)', () => {
+  const crlfSize = (s: string): number => Buffer.byteLength(s.replace(/\r?\n/g, '\r\n'));
+
+  it('comes from W= at sync, is kept in the index, and survives a restart', async () => {
+    const crlf = 'Subject: a\r\n\r\nline\r\n';
+    const bare = 'Subject: b\n\nline one\nline two\n';
+    await maildir.deliver([al], crlf);
+    await maildir.deliver([al], bare);
+    const u = await openAl();
+    const st = await u.sync('INBOX');
+    expect(st.messages.map((m) => [m.size, m.vsize])).toEqual([
+      [crlf.length, crlf.length],
+      [bare.length, crlfSize(bare)],
+    ]);
+    // A new process reads it back from the index.
+    const again = await mailStore().open(al).then((x) => x.sync('INBOX'));
+    expect(again.messages.map((m) => m.vsize)).toEqual([crlf.length, crlfSize(bare)]);
+  });
+
+  it('is null for a file without W=, or whose S= does not match the file', async () => {
+    const inboxDir = await maildir.ensureMaildir(al);
+    await fs.writeFile(path.join(inboxDir, 'new', '1700000000.M1P1.foreign'), 'Subject: x\n\nx\n');
+    await fs.writeFile(path.join(inboxDir, 'new', '1700000001.M1P1.foreign,S=14'), 'Subject: y\n\ny\n');
+    // Rewritten by someone after naming: S= says 99, so W= cannot be trusted either.
+    await fs.writeFile(path.join(inboxDir, 'new', '1700000002.M1P1.foreign,S=99,W=101'), 'Subject: z\n\nz\n');
+    await fs.writeFile(path.join(inboxDir, 'new', '1700000003.M1P1.dovecot,S=14,W=17'), 'Subject: w\n\nw\n');
+    const u = await openAl();
+    const st = await u.sync('INBOX');
+    expect(st.messages.map((m) => [m.size, m.vsize])).toEqual([
+      [14, null],
+      [14, null],
+      [14, null],
+      [14, 17],
+    ]);
+    expect((await u.readMessage('INBOX', 1))!.toString()).toBe('Subject: x\n\nx\n');
+  });
+
+  it('append, copy, move and flag changes keep it, and the new names carry W=', async () => {
+    const u = await openAl();
+    const body = 'Subject: c\n\nbare\nlines\n';
+    const rec = await u.append('INBOX', Buffer.from(body), { flags: ['\\Seen'] });
+    expect(rec.vsize).toBe(crlfSize(body));
+    expect(rec.key).toMatch(new RegExp(`,S=${body.length},W=${crlfSize(body)}$`));
+    const [flagged] = (await u.setFlags('INBOX', [rec.uid], 'add', ['\\Flagged'])).changed;
+    expect(flagged.vsize).toBe(crlfSize(body));
+    await u.copy('INBOX', [rec.uid], 'Archive');
+    await u.move('INBOX', [rec.uid], 'Trash');
+    for (const folder of ['Archive', 'Trash']) {
+      const [m] = u.state(folder)!.messages;
+      expect(m.vsize).toBe(crlfSize(body));
+      expect(path.basename(m.path)).toMatch(new RegExp(`,S=${body.length},W=${crlfSize(body)}:2,FS$`));
+    }
+    // And a fresh index built from the Maildir alone finds the same.
+    await fs.rm(path.join(u.dir, 'hearth-index.sqlite'));
+    const rebuilt = await mailStore().open(al).then((x) => x.sync('Trash'));
+    expect(rebuilt.messages.map((m) => m.vsize)).toEqual([crlfSize(body)]);
+  });
+
+  it('an index file from before the vsize column gains it, and its rows still get W= from their names', async () => {
+    const body = 'Subject: d\n\nold\n';
+    await maildir.deliver([al], body);
+    const first = mailStore();
+    const u = await first.open(al);
+    await u.sync('INBOX');
+    const file = path.join(u.dir, 'hearth-index.sqlite');
+    await first.close();
+    // Make it look like an index written by the previous version.
+    const { DatabaseSync } = await import('node:sqlite');
+    const db = new DatabaseSync(file);
+    db.exec('ALTER TABLE messages DROP COLUMN vsize');
+    db.close();
+    const st = await mailStore().open(al).then((x) => x.sync('INBOX'));
+    expect(st.messages.map((m) => m.vsize)).toEqual([crlfSize(body)]);
+    const check = new DatabaseSync(file);
+    expect((check.prepare('PRAGMA table_info(messages)').all() as Array<{ name: string }>).map((r) => r.name)).toContain('vsize');
+    check.close();
+  });
+});

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isStorageFault } from '../../src/core/errors.ts';
-import { MaildirStore, StoreError, assertSafeName, nodeStoreIo } from '../../src/store/maildir.ts';
+import { BareLfCounter, MaildirStore, StoreError, assertSafeName, nodeStoreIo, sizesFromName } from '../../src/store/maildir.ts';
 import type { StoreIo, StoreOptions } from '../../src/store/maildir.ts';
 
 let parent: string;
@@ -62,7 +62,7 @@ async function expectStoreError(p: Promise<unknown>, code: string): Promise<Stor
   return err as StoreError;
 }
 
-const NAME = /^(\d+)\.M(\d+)P(\d+)Q(\d+)R([0-9a-f]{16})\.(.+),S=(\d+)$/;
+const NAME = /^(\d+)\.M(\d+)P(\d+)Q(\d+)R([0-9a-f]{16})\.(.+),S=(\d+),W=(\d+)$/;
 
 describe('deliver', () => {
   it('delivers to one target: new/ holds the exact bytes, tmp/ is empty', async () => {
@@ -111,19 +111,20 @@ describe('deliver', () => {
     expect((await contents(s, al)).new).toHaveLength(1);
   });
 
-  it('names files <secs>.M<usec>P<pid>Q<n>R<hex>.<host>,S=<bytes>, hostname escaped', async () => {
+  it('names files <secs>.M<usec>P<pid>Q<n>R<hex>.<host>,S=<bytes>,W=<crlf bytes>, hostname escaped', async () => {
     const s = store({ hostname: 'mx/1:2', clock: () => 1_700_000_000_123 });
     const body = 'héllo wörld\r\n'; // multi-byte: S= counts bytes, not characters
     const [a] = await s.deliver([al], body);
     const [b] = await s.deliver([al], body);
     const m = NAME.exec(a.name);
     expect(m).not.toBeNull();
-    const [, secs, usec, pid, q, , host, size] = m as RegExpExecArray;
+    const [, secs, usec, pid, q, , host, size, vsize] = m as RegExpExecArray;
     expect(secs).toBe('1700000000');
     expect(usec).toBe('123000');
     expect(Number(pid)).toBe(process.pid);
     expect(host).toBe('mx\\0571\\0722');
     expect(Number(size)).toBe(Buffer.byteLength(body));
+    expect(Number(vsize)).toBe(Buffer.byteLength(body)); // CRLF already
     expect((await fs.stat(a.path)).size).toBe(Number(size));
     expect(Number(NAME.exec(b.name)?.[4])).toBe(Number(q) + 1);
     expect(a.name).not.toBe(b.name);
@@ -132,11 +133,11 @@ describe('deliver', () => {
   it('puts a message with flags into cur/ with :2,<sorted flags>', async () => {
     const s = store();
     const [d] = await s.deliver([{ ...al, folder: 'Sent' }], 'sent mail', { flags: 'SFS' });
-    expect(d.name).toMatch(/,S=9:2,FS$/);
+    expect(d.name).toMatch(/,S=9,W=9:2,FS$/);
     expect(path.basename(path.dirname(d.path))).toBe('cur');
     expect(await contents(s, al, 'Sent')).toEqual({ new: [], cur: [d.name], tmp: [] });
     const [listed] = await s.listMessages(al, 'Sent');
-    expect(listed).toEqual({ name: d.name, path: d.path, dir: 'cur', size: 9, flags: 'FS' });
+    expect(listed).toEqual({ name: d.name, path: d.path, dir: 'cur', size: 9, vsize: 9, flags: 'FS' });
     const [unseen] = await s.deliver([al], 'x', { flags: '' });
     expect(unseen.name).toMatch(/:2,$/);
     await expectStoreError(s.deliver([al], 'x', { flags: 'S/' }), 'STORE_BAD_NAME');
@@ -162,7 +163,8 @@ describe('deliver', () => {
     const [d] = await s.deliver([al, bo], source());
     const expected = Buffer.concat(chunks);
     expect(d.size).toBe(expected.length);
-    expect(d.name.endsWith(`,S=${expected.length}`)).toBe(true);
+    expect(d.name.endsWith(`,S=${expected.length},W=${d.vsize}`)).toBe(true);
+    expect(d.vsize).toBe(expected.length + new BareLfCounter().push(expected));
     expect(Buffer.compare(await fs.readFile(d.path), expected)).toBe(0);
     // Streamed, not buffered whole: many writes, each far smaller than the message, fewer than the chunks.
     expect(writes.length).toBeGreaterThan(10);
@@ -410,6 +412,53 @@ describe('ensureMaildir', () => {
   });
 });
 
+describe('W= (the size with CRLF line ends, as Dovecot names it)', () => {
+  const crlfSize = (b: Buffer): number => Buffer.from(b.toString('latin1').replace(/\r?\n/g, '\r\n'), 'latin1').length;
+
+  it('equals S= for CRLF content and counts each bare LF once more, from a buffer or a string', async () => {
+    const s = store();
+    const crlf = 'Subject: a\r\n\r\nline one\r\nline two\r\n';
+    const [a] = await s.deliver([al], crlf);
+    expect(sizesFromName(a.name)).toEqual({ size: crlf.length, vsize: crlf.length });
+    expect(a.vsize).toBe(crlf.length);
+    const bare = Buffer.from('Subject: b\n\nline one\nline two\r\nno newline at the end');
+    const [b] = await s.deliver([al], bare);
+    expect(sizesFromName(b.name)).toEqual({ size: bare.length, vsize: bare.length + 3 });
+    expect(b.vsize).toBe(crlfSize(bare));
+    // A leading LF is bare; a lone CR is not a line end IMAP converts (toCrlf leaves it).
+    const [c] = await s.deliver([al], Buffer.from('\nx\ry\r\n'), { flags: 'S' });
+    expect(sizesFromName(c.name)).toEqual({ size: 6, vsize: 7 });
+  });
+
+  it('counts right when a CRLF is split between streamed chunks', async () => {
+    const s = store();
+    const pieces = ['Subject: c\r', '\n\r', '\nbody\n', '\n', 'x\r', '\r\n', 'end\n'];
+    async function* source() {
+      for (const p of pieces) yield Buffer.from(p);
+    }
+    const whole = Buffer.from(pieces.join(''));
+    const [d] = await s.deliver([al], source());
+    expect(d.size).toBe(whole.length);
+    expect(d.vsize).toBe(crlfSize(whole));
+    expect(sizesFromName(d.name)).toEqual({ size: whole.length, vsize: crlfSize(whole) });
+    // Random content in random chunks: the streamed count is the whole-buffer count.
+    const random = randomBytes(200_000);
+    let counted = 0;
+    const counter = new BareLfCounter();
+    for (let i = 0; i < random.length; i += 777) counted += counter.push(random.subarray(i, i + 777));
+    expect(counted).toBe(new BareLfCounter().push(random));
+  });
+
+  it('reads S= and W= from names in any order, ignoring the flags and junk', () => {
+    expect(sizesFromName('1.M2P3.host,S=10,W=12:2,S')).toEqual({ size: 10, vsize: 12 });
+    expect(sizesFromName('1.M2P3.host,W=12,S=10')).toEqual({ size: 10, vsize: 12 });
+    expect(sizesFromName('1.M2P3.host,S=10')).toEqual({ size: 10, vsize: null });
+    expect(sizesFromName('1.M2P3.host:2,S=1,W=2')).toEqual({ size: null, vsize: null });
+    expect(sizesFromName('1.M2P3.host,W=x,S=,Z=4')).toEqual({ size: null, vsize: null });
+    expect(sizesFromName('123.foreign.host')).toEqual({ size: null, vsize: null });
+  });
+});
+
 describe('listMessages', () => {
   it('lists new/ and cur/ with sizes and flags; a missing folder is empty', async () => {
     const s = store();
@@ -419,11 +468,11 @@ describe('listMessages', () => {
     // a file written by another agent without ,S=: size comes from stat
     await fs.writeFile(path.join(s.maildirPath(al), 'cur', '123.foreign.host:2,S'), 'xyz');
     const list = await s.listMessages(al);
-    expect(list.map((m) => [m.dir, m.size, m.flags])).toEqual(
+    expect(list.map((m) => [m.dir, m.size, m.vsize, m.flags])).toEqual(
       expect.arrayContaining([
-        ['new', 4, ''],
-        ['cur', 2, 'RS'],
-        ['cur', 3, 'S'],
+        ['new', 4, 4, ''],
+        ['cur', 2, 2, 'RS'],
+        ['cur', 3, null, 'S'],
       ]),
     );
     expect(list).toHaveLength(3);

@@ -142,6 +142,12 @@ async function messageParts(
           items.push([`MODSEQ (${rec.modseq})`]);
           break;
         case 'RFC822.SIZE': {
+          // The CRLF size from the file name (W=): a client's first `1:* (RFC822.SIZE)` on a big
+          // folder parses nothing. Only files written by other programs need the summary.
+          if (rec.vsize !== null) {
+            items.push([`RFC822.SIZE ${rec.vsize}`]);
+            break;
+          }
           const s = session.opts.summaries ? await getSummary() : null;
           items.push([`RFC822.SIZE ${s ? s.rfc822Size : rec.size}`]);
           break;
@@ -159,7 +165,7 @@ async function messageParts(
         case 'RFC822.TEXT': {
           const section = a.name === 'RFC822' ? { part: [] } : { part: [], text: a.name === 'RFC822.HEADER' ? ('HEADER' as const) : ('TEXT' as const) };
           if (a.name === 'RFC822' && rec.size > STREAM_ABOVE) {
-            const whole = await wholeMessage(session, folder, rec, await getSummary());
+            const whole = await wholeMessage(session, folder, rec, rec.vsize === null ? await getSummary() : null);
             if (!whole) return null;
             items.push([`RFC822 {${whole.size}}\r\n`, whole]);
             break;
@@ -175,7 +181,7 @@ async function messageParts(
     }
     // BODY[section]<partial>
     if (a.section.part.length === 0 && a.section.text === undefined && a.partial === undefined && rec.size > STREAM_ABOVE) {
-      const whole = await wholeMessage(session, folder, rec, await getSummary());
+      const whole = await wholeMessage(session, folder, rec, rec.vsize === null ? await getSummary() : null);
       if (!whole) return null;
       items.push([`${a.label} {${whole.size}}\r\n`, whole]);
       continue;
@@ -205,11 +211,15 @@ async function messageParts(
   return merged;
 }
 
-/** A whole message to stream: its size as sent (CRLF), and how to open it. */
+/**
+ * A whole message to stream: its size as sent (CRLF), and how to open it. The size and whether
+ * line ends need converting come from the record's vsize when known (W= counts the bare LFs),
+ * else from the summary.
+ */
 async function wholeMessage(session: ImapSession, folder: string, rec: MessageRecord, summary: SummaryLike | null): Promise<{ stream: () => Promise<NodeJS.ReadableStream | null>; size: number } | null> {
   const mailboxes = session.mailboxes!;
-  const bareLf = summary ? summary.bareLf : false;
-  const size = summary ? summary.rfc822Size : rec.size;
+  const bareLf = rec.vsize !== null ? rec.vsize !== rec.size : summary ? summary.bareLf : false;
+  const size = rec.vsize ?? (summary ? summary.rfc822Size : rec.size);
   return {
     size,
     stream: async () => {

@@ -1,9 +1,11 @@
 // SEARCH and UID SEARCH (RFC 3501 6.4.4, 6.4.8; CHARSET with NO [BADCHARSET]; MODSEQ RFC 7162
 // 3.1.5). Evaluation is search-eval.ts's; this file builds its context from the session's view
-// and formats the answer.
+// (with the user's full-text index as the prefilter for text keys, when the store keeps one)
+// and formats the answer. Each message that must be checked is read once.
 import { StoreError } from '../../store/names.ts';
+import { userSearch } from '../../store/user-search.ts';
 import type { CommandOf, SearchKey } from '../parse.ts';
-import { bodyTextFromRaw, evaluateSearch, headersFromRaw, searchCharsetSupported } from '../search-eval.ts';
+import { evaluateSearch, fullTextCandidates, searchCharsetSupported } from '../search-eval.ts';
 import type { SearchContext, SearchMessage } from '../search-eval.ts';
 import type { ImapSession } from '../session.ts';
 
@@ -35,7 +37,7 @@ export async function do_SELECTED_SEARCH(this: ImapSession, cmd: CommandOf<'SEAR
   const mailboxes = this.mailboxes!;
   const messages: SearchMessage[] = view.uids.map((uid, i) => {
     const rec = view.records.get(uid)!;
-    return { seq: i + 1, uid, modseq: rec.modseq, size: rec.size, flags: rec.flags, internalDate: rec.internalDate, recent: view.recent.has(uid) };
+    return { seq: i + 1, uid, modseq: rec.modseq, size: rec.vsize ?? rec.size, flags: rec.flags, internalDate: rec.internalDate, recent: view.recent.has(uid) };
   });
   const raw = async (m: SearchMessage): Promise<Buffer | null> => {
     try {
@@ -48,18 +50,14 @@ export async function do_SELECTED_SEARCH(this: ImapSession, cmd: CommandOf<'SEAR
   const abort = new AbortController();
   const onClose = (): void => abort.abort(new Error('connection closed'));
   this.conn.socket.once('close', onClose);
+  const search = userSearch(mailboxes);
   const ctx: SearchContext = {
     messages,
     maxUid: view.maxUid,
     signal: abort.signal,
-    headers: async (m) => {
-      const data = await raw(m);
-      return data === null ? null : headersFromRaw(data);
-    },
-    bodyText: async (m) => {
-      const data = await raw(m);
-      return data === null ? null : bodyTextFromRaw(data);
-    },
+    raw,
+    // Messages the index does not hold yet stay candidates: a lagging index costs time, not answers.
+    candidates: search && !search.closed ? fullTextCandidates(search.index, folder, view.uidValidity, messages) : undefined,
   };
   let found: SearchMessage[];
   try {
