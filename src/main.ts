@@ -16,6 +16,7 @@ import { Directory } from './config/directory.ts';
 import { watchConfig } from './config/watch.ts';
 import { MaildirStore } from './store/maildir.ts';
 import { MailStore } from './store/mailboxes.ts';
+import { JunkFilters } from './store/junk-filters.ts';
 import { InboundSmtp } from './smtp/inbound.ts';
 import type { InboundTrustOptions } from './smtp/inbound.ts';
 import { Pop3Server } from './pop3/server.ts';
@@ -62,7 +63,10 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
   try {
     await mkdir(loaded.dataDir, { recursive: true, mode: 0o750 });
     const store = new MaildirStore({ root: loaded.dataDir, hostname: config.hostname, fsync: config.fsync, log: log.child({ svc: 'store' }) });
-    const mail = new MailStore({ maildir: store, log: log.child({ svc: 'index' }) });
+    // Junk filters learn from every user's moves (attached through the mail store) and score inbound mail.
+    const junk = config.junk.enabled ? new JunkFilters({ maildir: store, log: log.child({ svc: 'junk' }), threshold: config.junk.threshold }) : undefined;
+    if (junk) stoppers.push(() => junk.close());
+    const mail = new MailStore({ maildir: store, log: log.child({ svc: 'index' }), junk });
     stoppers.push(() => mail.close());
     const directory = await Directory.open({ configDir: loaded.dir, domains: config.domains, log: log.child({ svc: 'directory' }), watch: true });
     stoppers.push(() => directory.close());
@@ -100,6 +104,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         log: log.child({ svc: 'smtp' }),
         directory,
         store,
+        junk,
         tls: smtpListener.tls !== 'plain' && !tls ? 'plain' : smtpListener.tls,
         key: tls?.key,
         cert: tls?.cert,

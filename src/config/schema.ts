@@ -193,6 +193,13 @@ export const ConfigSchema = z.strictObject({
       timeout: duration.prefault('10s'),
     })
     .prefault({}),
+  junk: z
+    .strictObject({
+      /** A per-user Bayesian filter: mail scoring above the threshold goes to Junk; moves into/out of Junk teach it. */
+      enabled: z.boolean().default(true),
+      threshold: z.number().min(0.5).max(1).default(0.95),
+    })
+    .prefault({}),
   // inbound trust (issue 6): sections defined above
   inbound: inboundSection,
   greylist: greylistSection,

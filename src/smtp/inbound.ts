@@ -75,6 +75,8 @@ export type InboundOptions = Omit<SmtpListenerOptions<AcceptedRcpt>, 'policy' | 
   /** Told after each durable delivery, so open mailbox views can show the new mail at once. */
   onDelivered?: (boxes: DeliveryTarget[]) => void;
   trust?: InboundTrustOptions;
+  /** Each recipient's junk filter: mail that passed the sender checks and scores as spam goes to Junk. */
+  junk?: { classify(box: MailboxRef, raw: Buffer): { junk: boolean; probability: number; significant: Array<{ token: string }> } | undefined };
 };
 
 type AcceptedRcpt = { address: string; mailboxes: MailboxRef[]; greylistKey?: string };
@@ -223,6 +225,20 @@ class MxPolicy {
     return { address, mailboxes: resolution.local };
   }
 
+  /** Ask each recipient's junk filter (the prefix of a big message is enough to decide). */
+  #junkScore(targets: DeliveryTarget[], raw: Buffer, session: SMTPServerSession): DeliveryTarget[] {
+    const junk = this.#opts.junk;
+    const folder = this.#trust?.auth?.junkFolder ?? 'Junk';
+    if (!junk) return targets;
+    return targets.map((t) => {
+      if (t.folder && t.folder !== 'INBOX') return t;
+      const v = junk.classify(t, raw);
+      if (!v?.junk) return t;
+      this.#log.info({ cid: session.id, user: `${t.user}@${t.domain}`, probability: Number(v.probability.toFixed(3)), clues: v.significant.slice(0, 3).map((c) => c.token) }, 'junk filter: delivering into Junk');
+      return { ...t, folder };
+    });
+  }
+
   async receive(stream: SMTPServerDataStream, session: SMTPServerSession, tx: Transaction<AcceptedRcpt>): Promise<string> {
     let targets: DeliveryTarget[] = uniqueMailboxes(tx.rcpts.flatMap((r) => r.mailboxes));
     const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
@@ -264,7 +280,10 @@ class MxPolicy {
         if (verdict.action === 'junk') {
           this.#log.info(log, 'DMARC failure with quarantine policy: delivering into Junk');
           targets = targets.map((t) => ({ ...t, folder: a.junkFolder }));
-        } else this.#log.debug(log, 'sender checks');
+        } else {
+          this.#log.debug(log, 'sender checks');
+          targets = this.#junkScore(targets, spool.prefix, session);
+        }
         // The stored copy: our trace and results, then the message as received, minus any
         // Authentication-Results that claim to be ours (RFC 8601 5).
         let end = headerEnd(spool.prefix);

@@ -47,7 +47,8 @@ export type MessageRecord = {
 export type FolderState = { uidValidity: number; uidNext: number; highestModseq: number; messages: MessageRecord[] };
 export type FolderStatus = { messages: number; recent: number; unseen: number; uidNext: number; uidValidity: number; highestModseq: number };
 export type ChangeEvent =
-  | { kind: 'added'; folder: string; records: MessageRecord[] }
+  /** `from`: these arrived by COPY/MOVE from that folder (the junk filter learns from moves). */
+  | { kind: 'added'; folder: string; records: MessageRecord[]; from?: { folder: string; how: 'copy' | 'move' } }
   | { kind: 'flags'; folder: string; records: MessageRecord[] }
   | { kind: 'expunged'; folder: string; uids: number[] }
   /** The folder list changed; a delete or rename says which folders (a rename lists its subfolders too). */
@@ -108,6 +109,8 @@ function statFile(file: string): Promise<fs.Stats | undefined> {
 }
 
 export type MailStoreOptions = {
+  /** Per-user junk filters, attached to each user's mailboxes so folder moves train them. */
+  junk?: { attach(user: UserMailboxes): () => void };
   maildir: MaildirStore;
   log?: Logger;
   /**
@@ -128,12 +131,15 @@ export class MailStore {
   readonly #fullText: boolean;
   readonly #users = new Map<string, Promise<UserMailboxes>>();
   readonly #searches = new Map<string, UserSearch>();
+  readonly #junk: MailStoreOptions['junk'];
+  readonly #detach: Array<() => void> = [];
   #closed = false;
 
   constructor(opts: MailStoreOptions) {
     this.maildir = opts.maildir;
     this.#log = (opts.log ?? silentLogger()).child({ svc: 'index' });
     this.#fullText = opts.fullText ?? true;
+    this.#junk = opts.junk;
   }
 
   /** The user's mailboxes, opened (and the INBOX created) on first use, then shared. */
@@ -148,6 +154,7 @@ export class MailStore {
           const search = UserSearch.open(user, this.#log);
           if (search) this.#searches.set(key, search);
         }
+        if (this.#junk && !this.#closed) this.#detach.push(this.#junk.attach(user));
         return user;
       });
       this.#users.set(key, p);
@@ -177,6 +184,7 @@ export class MailStore {
     const searches = [...this.#searches.values()];
     this.#users.clear();
     this.#searches.clear();
+    for (const detach of this.#detach.splice(0)) detach();
     // Searches first: their background indexing reads through the mailboxes.
     await Promise.all(searches.map((s) => s.close()));
     await Promise.all(users.map(async (p) => (await p.catch(() => undefined))?.close()));
@@ -1103,7 +1111,7 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       dst.uidNext = uidNext;
       dst.highestModseq = modseq;
       for (const e of added) this.#put(dst, e);
-      this.#emit({ kind: 'added', folder: dst.name, records: added.map((e) => e.rec) });
+      this.#emit({ kind: 'added', folder: dst.name, records: added.map((e) => e.rec), from: { folder: src.name, how } });
     }
     if (failure !== undefined) throw ioError(`cannot move into ${dst.name}`, failure);
     return moved.map((p, i) => ({ from: p.e.rec.uid, to: added[i].rec.uid }));
