@@ -168,6 +168,60 @@ export function buildCli(): Command {
       else process.stdout.write(users.length ? users.map((u) => u.address).join('\n') + '\n' : 'no users yet: add one with `hearth user add ADDRESS`\n');
     });
 
+  program
+    .command('reindex')
+    .description('rebuild the mail indexes (message list, summaries, full-text search) from the Maildir; UIDs are kept')
+    .argument('[address]', 'one user (default: every user)')
+    .option('-c, --config <dir>', 'config folder')
+    .action(async (address: string | undefined, opts: { config?: string }) => {
+      const loaded = await loadConfig(configDirOf(opts));
+      try {
+        await controlRequest(join(loaded.dataDir, 'hearth.sock'), 'status', {}, 2_000);
+        throw new HearthError('CLI_SERVER_RUNNING', 'hearth is running; stop it first (the running server holds the indexes open), then run `hearth reindex` again');
+      } catch (err) {
+        if ((err as HearthError).code === 'CLI_SERVER_RUNNING') throw err;
+      }
+      const users = (await new UsersFile(join(loaded.dir, 'users')).list())
+        .filter((u) => !address || u.address === address.toLowerCase())
+        .map((u) => ({ user: u.user, domain: u.domain }));
+      if (users.length === 0) throw new HearthError('CLI_NO_USER', address ? `no user ${address}; see \`hearth user list\`` : 'there are no users to reindex');
+      const [{ reindexUsers }, { MaildirStore }] = await Promise.all([import('./reindex.ts'), import('./store/maildir.ts')]);
+      const maildir = new MaildirStore({ root: loaded.dataDir, hostname: loaded.config.hostname, fsync: loaded.config.fsync });
+      const phases = { scan: 'reading folders', summaries: 'summarising messages', search: 'building the search index' } as const;
+      const tty = Boolean(process.stdout.isTTY);
+      const { progress } = await import('@clack/prompts');
+      let bar: ReturnType<typeof progress> | undefined;
+      let barDone = 0;
+      let current = '';
+      let lastPrinted = -1;
+      const results = await reindexUsers({
+        maildir,
+        users,
+        onProgress: ({ user, phase, done, total }) => {
+          const label = `${user}: ${phases[phase]}`;
+          if (tty) {
+            if (current !== label) {
+              bar?.stop(`${current} done`);
+              bar = progress({ max: Math.max(1, total) });
+              bar.start(label);
+              barDone = 0;
+              current = label;
+            }
+            bar!.advance(done - barDone, `${label} ${done}/${total}`);
+            barDone = done;
+          } else {
+            // Not a terminal: a line per 10 % so logs stay short.
+            const pct = total ? Math.floor((done / total) * 10) : 10;
+            if (current !== label || pct !== lastPrinted) process.stdout.write(`${label}: ${done}/${total}\n`);
+            current = label;
+            lastPrinted = pct;
+          }
+        },
+      });
+      bar?.stop(`${current} done`);
+      for (const r of results) process.stdout.write(`${r.user}: ${r.messages} messages in ${r.folders} folders reindexed in ${(r.ms / 1000).toFixed(1)} s\n`);
+    });
+
   const queue = program.command('queue').description('the outbound queue: list, inspect, retry, hold, release, delete, flush');
   /** Run a queue command on the running server, or on the spool directly when none runs. */
   const runQueue = async (opts: { config?: string }, cmd: string, args: Record<string, unknown> = {}): Promise<unknown> => {

@@ -200,6 +200,11 @@ export class IndexDb {
     this.#s.folderRename.run(name, folderId);
   }
   /** The folder row, its messages and its expunged UIDs. */
+  /** Forget every cached summary of a folder (they are computed again on demand). */
+  clearSummaries(folderId: number): void {
+    this.#s.sumsDelete.run(folderId);
+  }
+
   deleteFolder(folderId: number): void {
     this.transaction(() => {
       this.#s.msgsDelete.run(folderId);

@@ -395,6 +395,21 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
     });
   }
 
+  /**
+   * `hearth reindex`: read the folder's Maildir again even if its directories look unchanged,
+   * and drop its cached summaries. UIDs and UIDVALIDITY stay as they are.
+   */
+  rescan(folder: string): Promise<FolderState> {
+    return this.#locked(async () => {
+      const f = await this.#open(canonical(folder));
+      f.newMtime = -1;
+      f.curMtime = -1;
+      this.#db.clearSummaries(f.id);
+      await this.#scan(f);
+      return this.#state(f);
+    });
+  }
+
   /** The folder's UIDVALIDITY if it is open in this index (no I/O, no copy of its messages). */
   uidValidity(folder: string): number | undefined {
     if (this.#closed) return undefined;
