@@ -5,6 +5,7 @@ const BENCHES: Record<string, string> = {
   ingest: './ingest.ts',
   pop3: './pop3.ts',
   relay: './relay.ts',
+  web: './web.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);

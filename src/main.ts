@@ -32,6 +32,7 @@ import { makeDeliver } from './smtp/outbound.ts';
 import type { RelayTarget } from './smtp/relay-client.ts';
 import { DkimSigner, loadDkimKeys } from './smtp/dkim.ts';
 import { SubmissionPipeline, SubmissionSmtp } from './smtp/submission.ts';
+import { startWebmail } from './webmail/server.ts';
 import { splitAddress } from './smtp/listener.ts';
 import type { MailboxRef } from './smtp/listener.ts';
 
@@ -281,6 +282,31 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         maxLine: Math.max(config.limits.line_length, 64 * 1024),
         summaries,
       }));
+    }
+
+    // The webmail reads the same index and sends through the same pipeline as mail clients.
+    const httpListener = config.listeners.http;
+    if (httpListener?.enabled) {
+      const web = await listenOrExplain(
+        () =>
+          startWebmail({
+            log: log.child({ svc: 'webmail' }),
+            hostname: config.hostname,
+            authenticate: mailBackend.authenticate,
+            limiter,
+            mail,
+            summaries,
+            pipeline,
+            secureCookies: httpListener.tls !== 'plain',
+            maxMessageBytes: config.limits.message_size,
+            listen: httpListener.listen,
+            tls: httpListener.tls !== 'plain' && tls ? tls : undefined,
+          }),
+        'http',
+        httpListener.listen,
+      );
+      endpoints.push({ service: 'http', host: httpListener.listen.host, port: web.port, tls: httpListener.tls });
+      stoppers.push(() => web.close());
     }
 
     const notYet = Object.entries(config.listeners).filter(([service, l]) => l?.enabled && !endpoints.some((e) => e.service === service)).map(([service]) => service);

@@ -36,7 +36,14 @@ export type MessageSummary = {
  * GET /api/folders/:folder/messages?offset=0&limit=50&threads=0 -> MessageList, newest first.
  * `:folder` is URL-encoded (encodeURIComponent('Lists/hearth')).
  */
-export type MessageList = { folder: string; total: number; offset: number; messages: MessageSummary[] };
+export type MessageList = {
+  folder: string;
+  total: number;
+  offset: number;
+  messages: MessageSummary[];
+  /** Search only (added by the server): the search ran out of time; these are the matches found so far. */
+  partial?: boolean;
+};
 
 export type Attachment = {
   part: string; // MIME part number, e.g. '2' or '1.2', for the download URL
@@ -57,19 +64,23 @@ export type MessageView = MessageSummary & {
   text: string; // the plain text body (from text/plain, or converted from HTML)
   hasHtml: boolean; // if so, show GET .../:uid/html in an <iframe sandbox>
   hasRemoteContent: boolean; // the HTML asks for remote images/styles (blocked unless allowed)
+  /** Added by the server: the sender is on the "always load images" list (the html URL loads them without remote=1). */
+  remoteAllowed?: boolean;
   attachments: Attachment[];
 };
 
 // Other endpoints (all relative to /api):
 //   GET  folders/:folder/messages/:uid/html?remote=0|1  sanitised HTML document, CSP-sandboxed, for the iframe
-//   GET  folders/:folder/messages/:uid/parts/:part     an attachment or cid: image (Content-Disposition with its name)
+//   GET  folders/:folder/messages?thread=<thread.id>   (added) the messages of one conversation, newest first
+//   GET  folders/:folder/messages/:uid/parts/:part     an attachment or cid: image (Content-Disposition with its name;
+//                                                       add ?inline=1 to open images, text and PDF in the browser)
 //   GET  folders/:folder/messages/:uid/source          the raw message as text/plain
 //   POST folders/:folder/flags      { uids: number[], add?: string[], remove?: string[] } -> { ok: true }
 //   POST folders/:folder/move       { uids: number[], to: string } -> { ok: true }
 //   POST folders/:folder/delete     { uids: number[] } -> { ok: true } (to Trash; expunged when already in Trash)
 //   POST folders                    { name } create; POST folders/:folder/rename { to }; POST folders/:folder/remove
 //   GET  search?folder=INBOX&q=...  -> MessageList (q: words, from:x, to:x, subject:x, has:attachment, before:/after:YYYY-MM-DD)
-//   POST send                       ComposeRequest -> { ok: true, queueId?: string }
+//   POST send                       ComposeRequest & { replaceUid?: number } -> { ok: true, queueId?: string } (replaceUid: the draft to remove)
 //   POST drafts                     ComposeRequest & { replaceUid?: number } -> { uid: number } (saved to Drafts)
 //   POST senders/remote-content     { address, allow: boolean }  "always load images from this sender"
 //   GET  events                     Server-Sent Events, see ServerEvent
