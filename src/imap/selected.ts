@@ -4,8 +4,9 @@
 // events are noted here as they happen and reported as untagged EXISTS / EXPUNGE / FETCH only
 // when the session says a command allows it (RFC 3501 5.2, 7.4.1): sequence numbers never
 // shift under a command in flight.
-import type { ChangeEvent, FolderState, MessageRecord } from '../store/mailboxes.ts';
-import { filterBySequence, highestExplicit, resolveSequence } from './sequence.ts';
+import type { ChangeEvent, MessageRecord, SharedFolderState } from '../store/mailboxes.ts';
+import { isInNew } from '../store/mailboxes.ts';
+import { highestExplicit, intervals, resolveSequence } from './sequence.ts';
 import type { SequenceSet } from './sequence.ts';
 
 /** The highest UID any session of this process has seen per folder: \Recent is given once. */
@@ -17,9 +18,13 @@ export class SelectedView {
   readonly folder: string;
   readonly readOnly: boolean;
   readonly uidValidity: number;
-  /** seq - 1 → UID, ascending. */
-  uids: number[];
-  readonly records = new Map<number, MessageRecord>();
+  /**
+   * seq - 1 → record, ascending by UID. At first the store's own snapshot, shared with every
+   * session that selected the folder at the same state (the store replaces it rather than
+   * change it); copied here on this view's first change of its own.
+   */
+  #messages: readonly MessageRecord[];
+  #owned = false;
   readonly recent = new Set<number>();
   uidNext: number;
   highestModseq: number;
@@ -28,52 +33,73 @@ export class SelectedView {
   #pendingFlags = new Map<number, MessageRecord>();
   readonly #owner: object;
 
-  constructor(owner: object, folder: string, state: FolderState, readOnly: boolean) {
+  constructor(owner: object, folder: string, state: SharedFolderState, readOnly: boolean) {
     this.#owner = owner;
     this.folder = folder;
     this.readOnly = readOnly;
     this.uidValidity = state.uidValidity;
     this.uidNext = state.uidNext;
     this.highestModseq = state.highestModseq;
-    this.uids = new Array<number>(state.messages.length);
-    for (let i = 0; i < state.messages.length; i++) {
-      const rec = state.messages[i];
-      this.uids[i] = rec.uid;
-      this.records.set(rec.uid, rec);
-    }
+    this.#messages = state.messages;
     // \Recent (RFC 3501 2.3.2.1): this is the first session to see the message. After a restart
     // nothing has been claimed: messages still in new/ are the ones no client has looked at.
     let claims = claimedRecent.get(owner);
     if (!claims) claimedRecent.set(owner, (claims = new Map()));
     const claimed = claims.get(folder);
-    for (const rec of state.messages) {
-      if (claimed === undefined ? isInNew(rec) : rec.uid > claimed) {
-        if (!readOnly) this.recent.add(rec.uid);
+    if (!readOnly) {
+      const msgs = state.messages;
+      if (claimed === undefined) {
+        for (let i = 0; i < msgs.length; i++) if (isInNew(msgs[i])) this.recent.add(msgs[i].uid);
+      } else {
+        // Ascending UIDs: the unclaimed ones are at the end.
+        for (let i = msgs.length - 1; i >= 0 && msgs[i].uid > claimed; i--) this.recent.add(msgs[i].uid);
       }
+      claims.set(folder, Math.max(claimed ?? 0, this.maxUid));
     }
-    if (!readOnly) claims.set(folder, Math.max(claimed ?? 0, this.maxUid));
+  }
+
+  /** The messages in sequence order (seq - 1 → record). Read-only: the view changes it only through takeUpdates/forgetFlags. */
+  get messages(): readonly MessageRecord[] {
+    return this.#messages;
   }
 
   get exists(): number {
-    return this.uids.length;
+    return this.#messages.length;
   }
 
   get maxUid(): number {
-    return this.uids.length ? this.uids[this.uids.length - 1] : 0;
+    const m = this.#messages;
+    return m.length ? m[m.length - 1].uid : 0;
+  }
+
+  /** The record this view shows for a UID, or undefined. */
+  record(uid: number): MessageRecord | undefined {
+    const seq = this.seqOf(uid);
+    return seq === 0 ? undefined : this.#messages[seq - 1];
   }
 
   /** 1-based sequence number of a UID in this view, or 0. */
   seqOf(uid: number): number {
+    const m = this.#messages;
     let a = 0;
-    let b = this.uids.length - 1;
+    let b = m.length - 1;
     while (a <= b) {
-      const m = (a + b) >> 1;
-      const v = this.uids[m];
-      if (v === uid) return m + 1;
-      if (v < uid) a = m + 1;
-      else b = m - 1;
+      const mid = (a + b) >> 1;
+      const v = m[mid].uid;
+      if (v === uid) return mid + 1;
+      if (v < uid) a = mid + 1;
+      else b = mid - 1;
     }
     return 0;
+  }
+
+  /** The array to change: a copy of the shared snapshot the first time. */
+  #own(): MessageRecord[] {
+    if (!this.#owned) {
+      this.#messages = this.#messages.slice();
+      this.#owned = true;
+    }
+    return this.#messages as MessageRecord[];
   }
 
   /**
@@ -81,12 +107,21 @@ export class SelectedView {
    * number beyond the message count is named (RFC 3501 9: an error, answered BAD).
    */
   resolve(set: SequenceSet, uid: boolean): ViewMessage[] | null {
+    const msgs = this.#messages;
     if (uid) {
-      const uids = filterBySequence(set, this.uids, this.maxUid);
-      return uids.map((u) => ({ seq: this.seqOf(u), rec: this.records.get(u)! }));
+      // Both ascending: one pass over the messages and the merged UID intervals.
+      const ivs = intervals(set, this.maxUid);
+      const out: ViewMessage[] = [];
+      let k = 0;
+      for (let i = 0; i < msgs.length && k < ivs.length; i++) {
+        const u = msgs[i].uid;
+        while (k < ivs.length && u > ivs[k][1]) k++;
+        if (k < ivs.length && u >= ivs[k][0]) out.push({ seq: i + 1, rec: msgs[i] });
+      }
+      return out;
     }
-    if (highestExplicit(set) > this.uids.length) return null;
-    return resolveSequence(set, this.uids.length).map((seq) => ({ seq, rec: this.records.get(this.uids[seq - 1])! }));
+    if (highestExplicit(set) > msgs.length) return null;
+    return resolveSequence(set, msgs.length).map((seq) => ({ seq, rec: msgs[seq - 1] }));
   }
 
   /** Note a store change; reported at the next `takeUpdates`. */
@@ -116,8 +151,8 @@ export class SelectedView {
   /** Our own STORE reported these already (or was .SILENT): do not report them again. */
   forgetFlags(records: readonly MessageRecord[]): void {
     for (const rec of records) {
-      const cur = this.records.get(rec.uid);
-      if (cur && cur.modseq <= rec.modseq) this.records.set(rec.uid, rec);
+      const seq = this.seqOf(rec.uid);
+      if (seq > 0 && this.#messages[seq - 1].modseq <= rec.modseq) this.#own()[seq - 1] = rec;
       const p = this.#pendingFlags.get(rec.uid);
       if (p && p.modseq <= rec.modseq) this.#pendingFlags.delete(rec.uid);
     }
@@ -143,11 +178,12 @@ export class SelectedView {
       seqs.sort((a, b) => b - a);
       for (const seq of seqs) {
         out.push(`* ${seq} EXPUNGE`);
-        const uid = this.uids[seq - 1];
-        this.records.delete(uid);
-        this.recent.delete(uid);
+        this.recent.delete(this.#messages[seq - 1].uid);
       }
-      if (seqs.length) this.uids = this.uids.filter((u) => this.records.has(u));
+      if (seqs.length) {
+        this.#messages = this.#messages.filter((r) => !gone.has(r.uid));
+        this.#owned = true;
+      }
     }
     for (const [uid, rec] of this.#pendingFlags) {
       const seq = this.seqOf(uid);
@@ -156,9 +192,8 @@ export class SelectedView {
         continue;
       }
       this.#pendingFlags.delete(uid);
-      const cur = this.records.get(uid);
-      if (cur && cur.modseq > rec.modseq) continue;
-      this.records.set(uid, rec);
+      if (this.#messages[seq - 1].modseq > rec.modseq) continue;
+      this.#own()[seq - 1] = rec;
       if (rec.modseq > this.highestModseq) this.highestModseq = rec.modseq;
       out.push(`* ${seq} FETCH (UID ${uid} FLAGS (${this.flagsOf(rec).join(' ')})${opts.condstore ? ` MODSEQ (${rec.modseq})` : ''})`);
     }
@@ -171,8 +206,7 @@ export class SelectedView {
         const newer = this.#pendingFlags.get(rec.uid);
         const r = newer && newer.modseq >= rec.modseq ? newer : rec;
         this.#pendingFlags.delete(rec.uid);
-        this.uids.push(r.uid);
-        this.records.set(r.uid, r);
+        this.#own().push(r);
         if (r.modseq > this.highestModseq) this.highestModseq = r.modseq;
         if (r.uid >= this.uidNext) this.uidNext = r.uid + 1;
         if (!this.readOnly && r.uid > (claims.get(this.folder) ?? 0)) {
@@ -181,7 +215,7 @@ export class SelectedView {
         }
       }
       if (added.length > 0) {
-        out.push(`* ${this.uids.length} EXISTS`);
+        out.push(`* ${this.#messages.length} EXISTS`);
         out.push(`* ${this.recent.size} RECENT`);
       }
     }
@@ -196,13 +230,13 @@ export class SelectedView {
   /** Keywords used in the folder, for the FLAGS response of SELECT. */
   keywords(): string[] {
     const seen = new Map<string, string>();
-    for (const rec of this.records.values()) {
+    // The store shares one flags array between messages with the same flags: look at each once.
+    const looked = new Set<readonly string[]>();
+    for (const rec of this.#messages) {
+      if (looked.has(rec.flags)) continue;
+      looked.add(rec.flags);
       for (const f of rec.flags) if (!f.startsWith('\\') && !seen.has(f.toLowerCase())) seen.set(f.toLowerCase(), f);
     }
     return [...seen.values()];
   }
-}
-
-function isInNew(rec: MessageRecord): boolean {
-  return /[\\/]new[\\/][^\\/]+$/.test(rec.path);
 }

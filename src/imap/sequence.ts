@@ -44,7 +44,7 @@ export function parseSequenceSet(text: string): SequenceSet | null {
 }
 
 /** Intervals [lo, hi] clamped to 1..max, sorted and merged. */
-function intervals(set: SequenceSet, max: number): Array<[number, number]> {
+export function intervals(set: SequenceSet, max: number): Array<[number, number]> {
   const raw: Array<[number, number]> = [];
   for (const r of set) {
     const a = r.from === '*' ? max : r.from;

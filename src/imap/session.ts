@@ -500,7 +500,7 @@ export class ImapSession extends StateMachine<State> {
     if (cmd.args.condstore) this.enableCondstore();
     let state;
     try {
-      state = await this.withTimerPaused(() => this.mailboxes!.sync(cmd.args.mailbox));
+      state = await this.withTimerPaused(() => this.mailboxes!.syncShared(cmd.args.mailbox));
     } catch (err) {
       if (wasSelected) this.transition('AUTHENTICATED', `${cmd.verb} failed`);
       return this.storeError(cmd.tag, err, cmd.verb);
@@ -514,8 +514,9 @@ export class ImapSession extends StateMachine<State> {
     const systemFlags = ['\\Answered', '\\Flagged', '\\Deleted', '\\Seen', '\\Draft'];
     const keywords = view.keywords();
     let firstUnseen = 0;
-    for (let i = 0; i < view.uids.length; i++) {
-      if (!view.records.get(view.uids[i])!.flags.includes('\\Seen')) {
+    const messages = view.messages;
+    for (let i = 0; i < messages.length; i++) {
+      if (!messages[i].flags.includes('\\Seen')) {
         firstUnseen = i + 1;
         break;
       }

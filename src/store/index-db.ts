@@ -20,6 +20,14 @@ export type FolderRow = {
   cur_mtime: number;
 };
 
+/** A message row as an array: uid, name, in_new, size, internal_date, modseq, keywords, vsize. */
+export type MessageTuple = [uid: number, name: string, inNew: number, size: number, internalDate: number, modseq: number, keywords: string, vsize: number | null];
+
+function tuples(st: StatementSync): StatementSync {
+  st.setReturnArrays(true);
+  return st;
+}
+
 export type MessageRow = {
   uid: number;
   name: string;
@@ -130,6 +138,7 @@ export class IndexDb {
         msgsDelete: p('DELETE FROM messages WHERE folder_id = ?'),
         expsDelete: p('DELETE FROM expunged WHERE folder_id = ?'),
         msgsLoad: p('SELECT uid, name, in_new, size, internal_date, modseq, keywords, vsize FROM messages WHERE folder_id = ? AND uid > ? ORDER BY uid LIMIT ?'),
+        msgsLoadTuples: tuples(p('SELECT uid, name, in_new, size, internal_date, modseq, keywords, vsize FROM messages WHERE folder_id = ? AND uid > ? ORDER BY uid LIMIT ?')),
         msgInsert: p('INSERT INTO messages (folder_id, uid, name, in_new, size, internal_date, modseq, keywords, vsize) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
         msgUpdate: p('UPDATE messages SET name = ?, in_new = ?, modseq = ?, keywords = ? WHERE folder_id = ? AND uid = ?'),
         msgDelete: p('DELETE FROM messages WHERE folder_id = ? AND uid = ?'),
@@ -217,6 +226,13 @@ export class IndexDb {
   /** Up to `limit` messages with UIDs above `afterUid`, in UID order (load in slices, yielding between). */
   messages(folderId: number, afterUid = 0, limit = -1): MessageRow[] {
     return this.#s.msgsLoad.all(folderId, afterUid, limit) as MessageRow[];
+  }
+  /**
+   * `messages` as arrays in MessageTuple order: no object per row, which is most of the cost of
+   * reading a 100,000-message folder back after a restart.
+   */
+  messageTuples(folderId: number, afterUid = 0, limit = -1): MessageTuple[] {
+    return this.#s.msgsLoadTuples.all(folderId, afterUid, limit) as unknown as MessageTuple[];
   }
   insertMessage(folderId: number, m: MessageRow): void {
     this.#s.msgInsert.run(folderId, m.uid, m.name, m.in_new, m.size, m.internal_date, m.modseq, m.keywords, m.vsize);

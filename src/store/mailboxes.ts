@@ -45,6 +45,8 @@ export type MessageRecord = {
   path: string;
 };
 export type FolderState = { uidValidity: number; uidNext: number; highestModseq: number; messages: MessageRecord[] };
+/** A FolderState whose `messages` is the index's own snapshot, shared by its readers: never mutate it. */
+export type SharedFolderState = { uidValidity: number; uidNext: number; highestModseq: number; messages: readonly MessageRecord[] };
 export type FolderStatus = { messages: number; recent: number; unseen: number; uidNext: number; uidValidity: number; highestModseq: number };
 export type ChangeEvent =
   /** `from`: these arrived by COPY/MOVE from that folder (the junk filter learns from moves). */
@@ -63,6 +65,7 @@ const SPECIAL_USE: Record<string, SpecialUse> = { Sent: '\\Sent', Drafts: '\\Dra
 const MTIME_TRUST_MS = 1000;
 const STAT_BATCH = 256;
 const LOAD_SLICE = 5000;
+const NO_KEYWORDS: string[] = [];
 
 type Entry = { rec: MessageRecord; name: string; inNew: boolean; letters: string; keywords: string[] };
 type Folder = {
@@ -74,7 +77,8 @@ type Folder = {
   highestModseq: number;
   /** In UID order: UIDs only grow, and a Map keeps insertion order (replacing keeps the place). */
   byUid: Map<number, Entry>;
-  byKey: Map<string, Entry>;
+  /** Built on first need (a scan that finds the directories changed, an APPEND): see #keys. */
+  byKey: Map<string, Entry> | undefined;
   newMtime: number;
   curMtime: number;
   snapshot: MessageRecord[] | undefined;
@@ -88,6 +92,64 @@ const ioError = (what: string, err: unknown): StoreError =>
   err instanceof StoreError ? err : new StoreError('STORE_IO', `${what}: ${errText(err)}`, { cause: err });
 const sameKeywords = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((k, i) => k === b[i]);
 const uniqueSorted = (uids: readonly number[]): number[] => [...new Set(uids)].sort((a, b) => a - b);
+
+/**
+ * A message record as the index keeps it: the file's path is built only when asked for (most
+ * records of a big folder never are), and records with the same flags share one frozen array.
+ */
+class StoredRecord implements MessageRecord {
+  uid: number;
+  modseq: number;
+  size: number;
+  vsize: number | null;
+  flags: string[];
+  internalDate: number;
+  key: string;
+  readonly #dir: string;
+  readonly #name: string;
+  readonly #inNew: boolean;
+  #path: string | undefined;
+
+  constructor(dir: string, name: string, inNew: boolean, uid: number, modseq: number, size: number, vsize: number | null, flags: string[], internalDate: number, key: string) {
+    this.uid = uid;
+    this.modseq = modseq;
+    this.size = size;
+    this.vsize = vsize;
+    this.flags = flags;
+    this.internalDate = internalDate;
+    this.key = key;
+    this.#dir = dir;
+    this.#name = name;
+    this.#inNew = inNew;
+  }
+
+  get path(): string {
+    return (this.#path ??= path.join(this.#dir, this.#inNew ? 'new' : 'cur', this.#name));
+  }
+
+  get inNew(): boolean {
+    return this.#inNew;
+  }
+}
+
+/** Is the message's file in new/ (delivered, and no mail client has looked at it yet)? */
+export function isInNew(rec: MessageRecord): boolean {
+  return rec instanceof StoredRecord ? rec.inNew : /[\\/]new[\\/][^\\/]+$/.test(rec.path);
+}
+
+/** Shared, frozen flag arrays by letters and keywords: a folder has few distinct flag sets. */
+const sharedFlags = new Map<string, string[]>();
+const SHARED_FLAGS_MAX = 4096;
+function flagsFor(letters: string, keywords: readonly string[]): string[] {
+  const id = keywords.length === 0 ? letters : `${letters}\0${keywords.join(' ')}`;
+  let flags = sharedFlags.get(id);
+  if (flags === undefined) {
+    flags = Object.freeze(imapFlags(letters, keywords)) as string[];
+    if (sharedFlags.size >= SHARED_FLAGS_MAX) sharedFlags.clear();
+    sharedFlags.set(id, flags);
+  }
+  return flags;
+}
 
 /**
  * The name's W= when the file is what the name says: a name whose S= disagrees with the file
@@ -396,6 +458,19 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
   }
 
   /**
+   * `sync`, but `messages` is the index's snapshot itself rather than a copy, for readers that
+   * keep it (an IMAP session's view of its folder) and never change it: a change to the folder
+   * makes a new snapshot, so the array handed out stays as it was.
+   */
+  syncShared(folder: string): Promise<SharedFolderState> {
+    return this.#locked(async () => {
+      const f = await this.#open(canonical(folder));
+      await this.#scan(f);
+      return { uidValidity: f.uidValidity, uidNext: f.uidNext, highestModseq: f.highestModseq, messages: this.#snapshot(f) };
+    });
+  }
+
+  /**
    * `hearth reindex`: read the folder's Maildir again even if its directories look unchanged,
    * and drop its cached summaries. UIDs and UIDVALIDITY stay as they are.
    */
@@ -572,7 +647,7 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
     return this.#locked(async () => {
       const f = await this.#open(name);
       const { key, letters } = parseMaildirName(file.name);
-      const known = f.byKey.get(key); // a sync got to it first
+      const known = this.#keys(f).get(key); // a sync got to it first
       const modseq = f.highestModseq + 1;
       let entry: Entry;
       if (known) {
@@ -759,24 +834,30 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       uidNext: row.uidnext,
       highestModseq: row.highestmodseq,
       byUid: new Map(),
-      byKey: new Map(),
+      byKey: undefined,
       newMtime: row.new_mtime,
       curMtime: row.cur_mtime,
       snapshot: undefined,
     };
     // In slices, yielding between them: a 100,000-message folder must not stall every other user.
+    const byUid = f.byUid;
+    const dir = f.dir;
     for (let after = 0; ; ) {
-      const rows = this.#db.messages(f.id, after, LOAD_SLICE);
-      for (const m of rows) {
-        const { key, letters } = parseMaildirName(m.name);
+      const rows = this.#db.messageTuples(f.id, after, LOAD_SLICE);
+      for (let i = 0; i < rows.length; i++) {
+        const [uid, name, inNew, size, internalDate, modseq, keywords, storedVsize] = rows[i];
+        // The Maildir name parsed once: the key before `:`, the letters after `:2,`.
+        const colon = name.indexOf(':');
+        const key = colon < 0 ? name : name.slice(0, colon);
+        const letters = colon >= 0 && name.startsWith('2,', colon + 1) ? name.slice(colon + 3) : '';
         // Rows from before the vsize column have it null: the name still has it (if anyone wrote it).
-        const vsize = m.vsize ?? vsizeFromName(m.name, m.size);
-        const e = this.#entry(f, m.uid, m.name, m.in_new === 1, m.size, vsize, m.internal_date, m.modseq, letters, m.keywords === '' ? [] : m.keywords.split(' '));
-        f.byUid.set(e.rec.uid, e);
-        f.byKey.set(key, e);
+        const vsize = storedVsize ?? vsizeFromName(name, size);
+        const kw = keywords === '' ? NO_KEYWORDS : keywords.split(' ');
+        const rec = new StoredRecord(dir, name, inNew === 1, uid, modseq, size, vsize, flagsFor(letters, kw), internalDate, key);
+        byUid.set(uid, { rec, name, inNew: inNew === 1, letters, keywords: kw });
       }
       if (rows.length < LOAD_SLICE) break;
-      after = rows[rows.length - 1].uid;
+      after = rows[rows.length - 1][0];
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
     this.#folders.set(folder, f);
@@ -809,35 +890,41 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
 
   #entry(f: Folder, uid: number, name: string, inNew: boolean, size: number, vsize: number | null, internalDate: number, modseq: number, letters: string, keywords: string[]): Entry {
     const key = parseMaildirName(name).key;
-    const rec: MessageRecord = {
-      uid,
-      modseq,
-      size,
-      vsize,
-      flags: imapFlags(letters, keywords),
-      internalDate,
-      key,
-      path: path.join(f.dir, inNew ? 'new' : 'cur', name),
-    };
+    const rec = new StoredRecord(f.dir, name, inNew, uid, modseq, size, vsize, flagsFor(letters, keywords), internalDate, key);
     return { rec, name, inNew, letters, keywords };
+  }
+
+  /** The folder's entries by Maildir key, built on first need: a SELECT after a restart whose directories did not change never needs them. */
+  #keys(f: Folder): Map<string, Entry> {
+    if (f.byKey === undefined) {
+      const byKey = new Map<string, Entry>();
+      for (const e of f.byUid.values()) byKey.set(e.rec.key, e);
+      f.byKey = byKey;
+    }
+    return f.byKey;
   }
 
   #put(f: Folder, e: Entry): void {
     f.byUid.set(e.rec.uid, e);
-    f.byKey.set(e.rec.key, e);
+    f.byKey?.set(e.rec.key, e);
     f.snapshot = undefined;
   }
 
   #drop(f: Folder, e: Entry): void {
     f.byUid.delete(e.rec.uid);
-    if (f.byKey.get(e.rec.key) === e) f.byKey.delete(e.rec.key);
+    if (f.byKey !== undefined && f.byKey.get(e.rec.key) === e) f.byKey.delete(e.rec.key);
     f.snapshot = undefined;
   }
 
-  #state(f: Folder): FolderState {
+  /** The records in UID order; replaced, never changed, when the folder changes. */
+  #snapshot(f: Folder): MessageRecord[] {
     f.snapshot ??= Array.from(f.byUid.values(), (e) => e.rec);
-    // A copy of the array: a session's sequence numbers must not shift under it.
-    return { uidValidity: f.uidValidity, uidNext: f.uidNext, highestModseq: f.highestModseq, messages: f.snapshot.slice() };
+    return f.snapshot;
+  }
+
+  #state(f: Folder): FolderState {
+    // A copy of the array: the caller may change it.
+    return { uidValidity: f.uidValidity, uidNext: f.uidNext, highestModseq: f.highestModseq, messages: this.#snapshot(f).slice() };
   }
 
   async #openFile(folder: string, uid: number): Promise<number | null> {
@@ -888,7 +975,8 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
 
     // new/ before cur/: a file moving new/ -> cur/ meanwhile is then seen twice, never missed.
     let listing = await this.#list(f);
-    let gone = [...f.byKey.keys()].filter((k) => !listing.has(k));
+    const byKey = this.#keys(f);
+    let gone = [...byKey.keys()].filter((k) => !listing.has(k));
     if (gone.length > 0) {
       // readdir is not atomic against renames in the same directory (mutt changing flags): look
       // again before calling anything expunged; present in either listing means present.
@@ -901,7 +989,7 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
     const renamed: Array<{ e: Entry; file: Listed; flagsChanged: boolean }> = [];
     const fresh: Listed[] = [];
     for (const [key, file] of listing) {
-      const e = f.byKey.get(key);
+      const e = byKey.get(key);
       if (e === undefined) fresh.push(file);
       else if (e.name !== file.name || e.inNew !== file.inNew) {
         renamed.push({ e, file, flagsChanged: visibleLetters(parseMaildirName(file.name).letters) !== visibleLetters(e.letters) });
@@ -932,7 +1020,7 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
     const updated = renamed.map(({ e, file, flagsChanged }) =>
       this.#entry(f, e.rec.uid, file.name, file.inNew, e.rec.size, e.rec.vsize, e.rec.internalDate, flagsChanged ? modseq : e.rec.modseq, parseMaildirName(file.name).letters, e.keywords),
     );
-    const goneEntries = gone.map((k) => f.byKey.get(k)!);
+    const goneEntries = gone.map((k) => byKey.get(k)!);
     // Trust the directory mtimes for the next skip only if they are older than this scan's start
     // by more than a timestamp tick; otherwise a change in the same tick could go unseen.
     const trusted = Math.max(stNew.mtimeMs, stCur.mtimeMs) < started - MTIME_TRUST_MS;

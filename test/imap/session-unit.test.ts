@@ -68,6 +68,7 @@ describe('ImapSession (no sockets)', () => {
     ];
     const mailboxes = Object.assign(new EventEmitter(), {
       sync: async () => ({ uidValidity: 1, uidNext: 1, highestModseq: 1, messages: [] }),
+      syncShared: async () => ({ uidValidity: 1, uidNext: 1, highestModseq: 1, messages: [] }),
       listFolders: async () => [{ name: 'INBOX', subscribed: true }],
       state: () => undefined,
     });

@@ -9,7 +9,7 @@ import type { MessageRecord, UserMailboxes } from '../../store/mailboxes.ts';
 import { imapDate } from '../format.ts';
 import type { CommandOf, FetchAttribute } from '../parse.ts';
 import type { ImapSession } from '../session.ts';
-import type { ViewMessage } from '../selected.ts';
+import type { SelectedView, ViewMessage } from '../selected.ts';
 import { resolveSet } from './messages.ts';
 import { applyPartial, extractSection, toCrlf } from '../fetch-body.ts';
 
@@ -27,6 +27,11 @@ const STREAM_ABOVE = 256 * 1024;
 const WRITE_BATCH = 64 * 1024;
 
 const SUMMARY_ITEMS = new Set(['ENVELOPE', 'BODYSTRUCTURE', 'BODY']);
+/** Items the index record holds: FETCHes of only these take the fast path (fastFetch). */
+const RECORD_ITEMS = new Set(['UID', 'FLAGS', 'RFC822.SIZE', 'INTERNALDATE', 'MODSEQ']);
+
+/** For tests: turn the fast path off to compare its output with the general path's. */
+export const fetchTuning = { fastPath: true };
 
 type Part = string | Buffer | { stream: () => Promise<NodeJS.ReadableStream | null>; size: number };
 
@@ -45,10 +50,10 @@ export async function do_SELECTED_FETCH(this: ImapSession, cmd: CommandOf<'FETCH
   await this.flushUpdates(cmd.uid);
 
   let targets: ViewMessage[] = msgs;
-  if (changedSince !== undefined) targets = msgs.filter((m) => (view.records.get(m.rec.uid)?.modseq ?? 0) > changedSince);
+  if (changedSince !== undefined) targets = msgs.filter((m) => (view.record(m.rec.uid)?.modseq ?? 0) > changedSince);
   const seenNow = new Set<number>();
   if (setsSeen) {
-    const unseen = targets.filter((m) => !view.records.get(m.rec.uid)?.flags.includes('\\Seen')).map((m) => m.rec.uid);
+    const unseen = targets.filter((m) => !view.record(m.rec.uid)?.flags.includes('\\Seen')).map((m) => m.rec.uid);
     if (unseen.length > 0) {
       const res = await this.withTimerPaused(() => this.mailboxes!.setFlags(view.folder, unseen, 'add', ['\\Seen']));
       view.forgetFlags(res.changed);
@@ -58,6 +63,12 @@ export async function do_SELECTED_FETCH(this: ImapSession, cmd: CommandOf<'FETCH
   const needsSummary = attributes.some((a) => a.kind === 'simple' && SUMMARY_ITEMS.has(a.name));
   const summaries = this.opts.summaries;
   if (needsSummary && summaries?.warm && targets.length > 1) summaries.warm(this.mailboxes!, view.folder, targets.map((m) => m.rec));
+
+  if (fetchTuning.fastPath && attributes.every((a) => a.kind === 'simple' && RECORD_ITEMS.has(a.name))) {
+    const gone = await this.withTimerPaused(() => fastFetch(this, targets, attributes, withModseq));
+    if (gone > 0) return this.tagged(cmd.tag, 'NO', '[EXPUNGEISSUED] some messages were expunged and could not be fetched');
+    return this.tagged(cmd.tag, 'OK', `${cmd.uid ? 'UID ' : ''}FETCH completed`);
+  }
 
   let gone = 0;
   let batch = '';
@@ -71,7 +82,7 @@ export async function do_SELECTED_FETCH(this: ImapSession, cmd: CommandOf<'FETCH
   await this.withTimerPaused(async () => {
     for (const m of targets) {
       if (this.conn.closed) return;
-      const rec = view.records.get(m.rec.uid);
+      const rec = currentRecord(view, m);
       if (!rec) continue;
       const parts = await messageParts(this, view.folder, rec, m.seq, attributes, { withModseq, addFlags: seenNow.has(rec.uid) });
       if (parts === null) {
@@ -96,6 +107,135 @@ export async function do_SELECTED_FETCH(this: ImapSession, cmd: CommandOf<'FETCH
     return this.tagged(cmd.tag, 'NO', '[EXPUNGEISSUED] some messages were expunged and could not be fetched');
   }
   await this.tagged(cmd.tag, 'OK', `${cmd.uid ? 'UID ' : ''}FETCH completed`);
+}
+
+/** The record the view shows now for a message resolved earlier in the command. */
+function currentRecord(view: SelectedView, m: ViewMessage): MessageRecord | undefined {
+  const at = view.messages[m.seq - 1];
+  return at !== undefined && at.uid === m.rec.uid ? at : view.record(m.rec.uid);
+}
+
+/** Bytes of the fast path's output buffers: each is handed to the socket whole, then a new one is begun. */
+const FAST_CHUNK = 64 * 1024;
+/** `FLAGS (...)` as bytes, per shared (frozen) flags array of the store: most messages share a handful. */
+const flagsBytes = new WeakMap<readonly string[], Buffer>();
+const ASCII_FETCH = Buffer.from(' FETCH (');
+const ASCII_END = Buffer.from(')\r\n');
+
+/**
+ * FETCH of items the index record holds (UID, FLAGS, RFC822.SIZE, INTERNALDATE, MODSEQ), the
+ * usual `1:* (UID FLAGS)` of a client opening a folder: no await per message, the responses
+ * written as ASCII into large buffers handed to the socket with backpressure. Byte for byte what
+ * messageParts would write. A message without W= whose RFC822.SIZE needs the summary takes the
+ * general path. Returns how many messages had gone.
+ */
+async function fastFetch(session: ImapSession, targets: readonly ViewMessage[], attributes: readonly FetchAttribute[], withModseq: boolean): Promise<number> {
+  const view = session.view!;
+  const names = attributes.map((a) => (a as { name: string }).name);
+  const sawModseq = names.includes('MODSEQ');
+  const needsSize = names.includes('RFC822.SIZE');
+  const slowSize = needsSize && session.opts.summaries !== undefined;
+  let buf = Buffer.allocUnsafeSlow(FAST_CHUNK);
+  let pos = 0;
+  let gone = 0;
+  const flush = async (): Promise<void> => {
+    if (pos === 0) return;
+    const out = buf.subarray(0, pos);
+    buf = Buffer.allocUnsafeSlow(FAST_CHUNK);
+    pos = 0;
+    await session.write(out);
+  };
+  const putBytes = (b: Buffer): void => {
+    b.copy(buf, pos);
+    pos += b.length;
+  };
+  const putText = (t: string): void => {
+    pos += buf.write(t, pos, 'utf8');
+  };
+  const putInt = (n: number): void => {
+    if (n < 10) {
+      buf[pos++] = 48 + n;
+      return;
+    }
+    let digits = 1;
+    for (let x = n; x >= 10; x = Math.floor(x / 10)) digits++;
+    let at = pos + digits;
+    pos = at;
+    for (let x = n; at > pos - digits; x = Math.floor(x / 10)) buf[--at] = 48 + (x % 10);
+  };
+  for (let i = 0; i < targets.length; i++) {
+    if (session.conn.closed) return gone;
+    const m = targets[i];
+    const rec = currentRecord(view, m);
+    if (!rec) continue;
+    const recent = view.recent.has(rec.uid);
+    let flagBytes: Buffer | undefined;
+    if (!recent && Object.isFrozen(rec.flags)) {
+      flagBytes = flagsBytes.get(rec.flags);
+      if (flagBytes === undefined) flagsBytes.set(rec.flags, (flagBytes = Buffer.from(`FLAGS (${rec.flags.join(' ')})`)));
+    }
+    // Room for the longest response this message can have (items may be repeated), else a new buffer.
+    const flagsRoom = flagBytes ? flagBytes.length : 3 * (rec.flags.join(' ').length + 20);
+    const room = 64 + names.length * (48 + flagsRoom);
+    if (pos + room > buf.length) {
+      await flush();
+      if (session.conn.closed) return gone;
+      if (room > buf.length) buf = Buffer.allocUnsafeSlow(room);
+    }
+    if (slowSize && rec.vsize === null) {
+      // A file written by another program: its CRLF size comes from the summary.
+      const parts = await messageParts(session, view.folder, rec, m.seq, attributes, { withModseq, addFlags: false });
+      if (parts === null) {
+        gone++;
+        continue;
+      }
+      const text = parts.join('');
+      if (pos + Buffer.byteLength(text) <= buf.length) {
+        putText(text);
+      } else {
+        await flush();
+        await session.write(text);
+      }
+      continue;
+    }
+    buf[pos++] = 42; // '*'
+    buf[pos++] = 32;
+    putInt(m.seq);
+    putBytes(ASCII_FETCH);
+    for (let k = 0; k < names.length; k++) {
+      if (k > 0) buf[pos++] = 32;
+      switch (names[k]) {
+        case 'UID':
+          putText('UID ');
+          putInt(rec.uid);
+          break;
+        case 'FLAGS':
+          if (flagBytes) putBytes(flagBytes);
+          else putText(`FLAGS (${view.flagsOf(rec).join(' ')})`);
+          break;
+        case 'INTERNALDATE':
+          putText(`INTERNALDATE "${imapDate(rec.internalDate)}"`);
+          break;
+        case 'MODSEQ':
+          putText('MODSEQ (');
+          putInt(rec.modseq);
+          buf[pos++] = 41; // ')'
+          break;
+        case 'RFC822.SIZE':
+          putText('RFC822.SIZE ');
+          putInt(rec.vsize ?? rec.size);
+          break;
+      }
+    }
+    if (withModseq && !sawModseq) {
+      putText(' MODSEQ (');
+      putInt(rec.modseq);
+      buf[pos++] = 41;
+    }
+    putBytes(ASCII_END);
+  }
+  await flush();
+  return gone;
 }
 
 /** The FETCH response of one message as strings, literal buffers and streams; null if it is gone. */

@@ -44,7 +44,7 @@ export async function do_SELECTED_STORE(this: ImapSession, cmd: CommandOf<'STORE
   const lines: string[] = [];
   for (const m of msgs) {
     if (failed.has(m.rec.uid)) continue;
-    const rec = view.records.get(m.rec.uid);
+    const rec = view.record(m.rec.uid);
     if (!rec) continue;
     const uid = cmd.uid ? `UID ${rec.uid} ` : '';
     const modseq = this.condstore ? ` MODSEQ (${rec.modseq})` : '';

@@ -35,8 +35,8 @@ export async function do_SELECTED_SEARCH(this: ImapSession, cmd: CommandOf<'SEAR
   await this.flushUpdates(cmd.uid);
   const folder = view.folder;
   const mailboxes = this.mailboxes!;
-  const messages: SearchMessage[] = view.uids.map((uid, i) => {
-    const rec = view.records.get(uid)!;
+  const messages: SearchMessage[] = view.messages.map((rec, i) => {
+    const uid = rec.uid;
     return { seq: i + 1, uid, modseq: rec.modseq, size: rec.vsize ?? rec.size, flags: rec.flags, internalDate: rec.internalDate, recent: view.recent.has(uid) };
   });
   const raw = async (m: SearchMessage): Promise<Buffer | null> => {
