@@ -38,14 +38,17 @@ export function compareDeliveryOrder(a: string, b: string): number {
   const tb = deliveryTime(b);
   if (ta.secs !== tb.secs) return ta.secs - tb.secs;
   if (ta.usec !== tb.usec) return ta.usec - tb.usec;
+  // Same microsecond (the clock may tick in milliseconds): the delivering process's counter
+  // Q<n> orders its own files; compared as a number, since Q10 must follow Q9.
+  if (ta.pid === tb.pid && ta.seq !== tb.seq) return ta.seq - tb.seq;
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-const TIME = /^(\d+)\.(?:M(\d+))?/;
-function deliveryTime(name: string): { secs: number; usec: number } {
+const TIME = /^(\d+)\.(?:M(\d+))?(?:P(\d+))?(?:Q(\d+))?/;
+function deliveryTime(name: string): { secs: number; usec: number; pid: number; seq: number } {
   const m = TIME.exec(name);
-  if (!m) return { secs: Number.MAX_SAFE_INTEGER, usec: 0 };
-  return { secs: Number(m[1]), usec: m[2] === undefined ? 0 : Number(m[2]) };
+  if (!m) return { secs: Number.MAX_SAFE_INTEGER, usec: 0, pid: -1, seq: -1 };
+  return { secs: Number(m[1]), usec: m[2] === undefined ? 0 : Number(m[2]), pid: m[3] === undefined ? -1 : Number(m[3]), seq: m[4] === undefined ? -1 : Number(m[4]) };
 }
 
 /**

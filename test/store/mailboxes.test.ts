@@ -5,6 +5,7 @@ import { text } from 'node:stream/consumers';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MaildirStore, StoreError } from '../../src/store/maildir.ts';
 import { MailStore } from '../../src/store/mailboxes.ts';
+import { compareDeliveryOrder } from '../../src/store/flags.ts';
 import type { ChangeEvent, UserMailboxes } from '../../src/store/mailboxes.ts';
 
 let parent: string;
@@ -544,5 +545,13 @@ describe('vsize: the CRLF size from the file name (Dovecot W=)', () => {
     const check = new DatabaseSync(file);
     expect((check.prepare('PRAGMA table_info(messages)').all() as Array<{ name: string }>).map((r) => r.name)).toContain('vsize');
     check.close();
+  });
+});
+
+
+describe('delivery order of Maildir names', () => {
+  it('orders files of one millisecond by their counter as a number (Q9 before Q10)', () => {
+    const names = ['1795552435.M615000P16199Q10R1.host,S=1', '1795552435.M615000P16199Q9R2.host,S=1', '1795552435.M615000P16199Q100R0.host,S=1', '1795552434.M999999P1Q1R0.host,S=1'];
+    expect([...names].sort(compareDeliveryOrder).map((n) => /Q(\d+)/.exec(n)![1])).toEqual(['1', '9', '10', '100']);
   });
 });
