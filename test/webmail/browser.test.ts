@@ -12,6 +12,10 @@ import type { Guard, WebmailHearth } from './ui-helpers.ts';
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
 const DOCS = new URL('../../docs/', import.meta.url).pathname;
+/** Screenshots for the README are written only when asked (HEARTH_SCREENSHOTS=1), so a test run leaves the tree clean. */
+const shoot = async (target: { screenshot(o: { path: string }): Promise<unknown> }, name: string): Promise<void> => {
+  if (process.env.HEARTH_SCREENSHOTS === '1') await target.screenshot({ path: join(DOCS, name) });
+};
 const DESKTOP = { width: 1280, height: 800 };
 
 /** All files of one Maildir++ folder ('' is INBOX), new/ and cur/. */
@@ -83,7 +87,7 @@ describe('webmail in chromium', () => {
   it('logs in with the mail password and shows the inbox', async () => {
     await page.goto(`${hearth.baseUrl}/`);
     await page.locator('input[name=password]').waitFor();
-    await page.screenshot({ path: join(DOCS, 'webmail-login.png') });
+    await shoot(page, 'webmail-login.png');
 
     // A wrong password is refused with a message, not a blank page.
     await page.locator('input[name=address]').fill(ALICE);
@@ -96,7 +100,7 @@ describe('webmail in chromium', () => {
     await rowBySubject(page, 'Your loan is due in 3 days').waitFor();
     expect(await page.locator('.list .row[data-uid]').count()).toBe(5);
     expect(await page.locator('.folder[data-folder="INBOX"] .count').textContent()).toBe('5');
-    await page.screenshot({ path: join(DOCS, 'webmail-inbox.png') });
+    await shoot(page, 'webmail-inbox.png');
   });
 
   it('shows mail that arrives over SMTP without a reload, and updates the unread count', async () => {
@@ -138,7 +142,7 @@ describe('webmail in chromium', () => {
     const frame = await (await iframe.elementHandle())!.contentFrame();
     await frame!.locator('text=worth every step').waitFor();
     await page.locator('.reader a.attachment', { hasText: 'summit.txt' }).waitFor();
-    await page.screenshot({ path: join(DOCS, 'webmail-reading.png') });
+    await shoot(page, 'webmail-reading.png');
   });
 
   it('downloads an attachment with its name and type', async () => {
@@ -174,7 +178,7 @@ describe('webmail in chromium', () => {
     await compose.locator('textarea').waitFor();
     await compose.locator('textarea').pressSequentially('We would love to come! I will bring a pudding.\n\nAlice');
     await compose.locator('.draft-status', { hasText: 'Draft saved' }).waitFor({ timeout: 10_000 });
-    await page.screenshot({ path: join(DOCS, 'webmail-compose.png') });
+    await shoot(page, 'webmail-compose.png');
     const drafts = await folderFiles(hearth, ALICE, 'Drafts');
     expect(drafts.some((m) => m.includes('Subject: Re: Sunday lunch at ours?') && m.includes('I will bring a pudding'))).toBe(true);
     // Closing keeps the draft; it can be opened again from Drafts.
@@ -298,11 +302,11 @@ describe('webmail in chromium', () => {
       await rowBySubject(p, 'Sunday lunch at ours?').waitFor();
       expect(await p.locator('.sidebar').isVisible()).toBe(false);
       expect(await p.locator('.reader').isVisible()).toBe(false);
-      await p.screenshot({ path: join(DOCS, 'webmail-mobile.png') });
+      await shoot(p, 'webmail-mobile.png');
       await rowBySubject(p, 'Sunday lunch at ours?').click();
       await p.locator('.reader h1.subject', { hasText: 'Sunday lunch at ours?' }).waitFor();
       expect(await p.locator('.list').isVisible()).toBe(false);
-      await p.screenshot({ path: join(DOCS, 'webmail-mobile-reading.png') });
+      await shoot(p, 'webmail-mobile-reading.png');
       await p.locator('.reader button.back').click();
       await rowBySubject(p, 'Sunday lunch at ours?').waitFor();
       expect(await p.locator('.reader').isVisible()).toBe(false);
