@@ -268,6 +268,6 @@ function completeHeaders(message: Buffer, hostname: string): Buffer {
 }
 
 function hasEightBit(message: Buffer): boolean {
-  for (const byte of message) if (byte > 0x7f) return true;
-  return false;
+  // A native scan: latin1 maps each byte to one char, so a char >= 0x80 is a byte >= 0x80.
+  return /[\x80-\xff]/.test(message.toString('latin1'));
 }
