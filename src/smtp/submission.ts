@@ -81,26 +81,32 @@ export class SubmissionPipeline {
     }
   }
 
-  /** Local mailboxes for a recipient, [] for a remote one; throws 550 for an unknown local user. */
-  route(address: string): MailboxRef[] {
+  /**
+   * Where a recipient's copies go: local mailboxes, and remote addresses for the queue (the
+   * address itself for another domain, an alias's external targets for ours). Throws 550 for
+   * an unknown local address.
+   */
+  route(address: string): { local: MailboxRef[]; remote: string[] } {
     const parts = splitAddress(address);
     if (!parts) throw smtpError(553, '5.1.3 Recipient address must be user@domain');
-    if (!this.#opts.directory.isLocalDomain(parts.domain)) return [];
+    if (!this.#opts.directory.isLocalDomain(parts.domain)) return { local: [], remote: [address] };
     const r = this.#opts.directory.resolve(address);
-    if (!r || r.local.length === 0) throw smtpError(550, `5.1.1 No such user here: <${address}>`);
-    return r.local;
+    if (!r || r.local.length + r.remote.length === 0) throw smtpError(550, `5.1.1 No such user here: <${address}>`);
+    return { local: r.local, remote: r.remote };
   }
 
   async submit(s: Submission): Promise<{ queueId?: string; local: number; remote: number }> {
     this.checkSender(s.user, s.sender);
-    const routed = s.recipients.map((r) => ({ ...r, local: this.route(r.address) }));
+    const routed = s.recipients.map((r) => ({ ...r, ...this.route(r.address) }));
     const fromDomain = this.#checkFrom(s.user, s.message);
     const message = completeHeaders(s.message, this.#opts.hostname);
     const signature = this.#opts.dkim ? await this.#opts.dkim.sign(message, fromDomain) : '';
     const outgoing = Buffer.concat([Buffer.from((s.received ?? '') + signature, 'utf8'), message]);
 
     const local = uniqueMailboxes(routed.flatMap((r) => r.local));
-    const remote = routed.filter((r) => r.local.length === 0);
+    // An alias's external targets are queued like any remote recipient; DSN options stay with
+    // the address the client named.
+    const remote = [...new Map(routed.flatMap((r) => r.remote.map((address) => [address.toLowerCase(), { address, notify: r.notify, orcpt: r.orcpt }] as const))).values()];
     let queueId: string | undefined;
     if (remote.length > 0) {
       queueId = await this.#opts.queue.enqueue(

@@ -81,6 +81,7 @@ describe('sending through hearth', () => {
       'mx.remote.example': { A: ['127.0.0.1'] },
     });
     setup = await makeSetup({
+      aliases: 'postmaster@example.test: alice@example.test\nfamily@family.test: alice@example.test, bob@example.test\nfwd@example.test: bob@example.test, outside@remote.example\n',
       toml: `[listeners.submission]\nlisten = "127.0.0.1:0"\ntls = "starttls"\n[listeners.submissions]\nlisten = "127.0.0.1:0"\ntls = "implicit"\n` +
         `[relay]\nmx_port = ${remote.port}\n[dns]\nservers = ["127.0.0.1:${dns.port}"]\ntimeout = "2s"\n[queue]\nfirst_retry = "200ms"\n[auth]\nplaintext = "never"\n`,
     });
@@ -122,6 +123,15 @@ describe('sending through hearth', () => {
     const bobs = await readdir(join(setup.dataDir, 'example.test/bob/new'));
     const local = await Promise.all(bobs.map((n) => readFile(join(setup.dataDir, 'example.test/bob/new', n), 'utf8')));
     expect(local.filter((m) => m.includes('Hello from hearth'))).toHaveLength(1);
+  });
+
+  it('sends to a local alias with an external target: the local copy at once, the external one through the queue', async () => {
+    await submit(hearth.port('submissions'), true).sendMail({ from: 'alice@example.test', to: 'fwd@example.test', subject: 'to the alias', text: 'x' });
+    const got = await waitFor(() => remote.received.find((m) => m.raw.includes('to the alias')));
+    expect(got.to).toEqual(['outside@remote.example']);
+    const bobs = await readdir(join(setup.dataDir, 'example.test/bob/new'));
+    const texts = await Promise.all(bobs.map((n) => readFile(join(setup.dataDir, 'example.test/bob/new', n), 'utf8')));
+    expect(texts.filter((t) => t.includes('to the alias'))).toHaveLength(1);
   });
 
   it("submits with Python's smtplib over implicit TLS (465) and STARTTLS (587)", async () => {
