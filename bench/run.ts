@@ -1,6 +1,7 @@
 // `npm run bench -- <name> [options]`: runs one benchmark from bench/. Benchmarks print
 // figures; they are never part of `npm test`.
 const BENCHES: Record<string, string> = {
+  gather: './gather.ts',
   imap: './imap.ts',
   ingest: './ingest.ts',
   pop3: './pop3.ts',

@@ -9,6 +9,10 @@ import { HearthError } from './core/errors.ts';
 import { loadConfig } from './config/load.ts';
 import { ensureDefaultConfig } from './config/defaults.ts';
 import { UsersFile } from './config/users.ts';
+import { registerGatherCommands } from './gather/cli.ts';
+import { registerSetupCommands } from './cli/setup.ts';
+import { registerTransferCommands } from './cli/transfer.ts';
+import { formatOpsStatus, registerOpsCommands } from './cli/ops.ts'; // ops (issue 9): tls, doctor, status lines
 
 const EXIT_USAGE = 2;
 
@@ -55,7 +59,8 @@ export function buildCli(): Command {
     .command('serve')
     .description('run the mail server; with no config, writes an embedded default for domain localhost first')
     .option('-c, --config <dir>', 'config folder (default: $HEARTH_CONFIG or ./config)')
-    .action(async (opts: { config?: string }) => {
+    .option('--catch', "test mode: every outbound message goes to the sender's Caught folder instead of leaving")
+    .action(async (opts: { config?: string; catch?: boolean }) => {
       const configDir = configDirOf(opts);
       const setup = await ensureDefaultConfig(configDir);
       if (setup.created) {
@@ -84,7 +89,7 @@ export function buildCli(): Command {
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
-      running = await startHearth({ configDir });
+      running = await startHearth({ configDir, catchMail: opts.catch });
       if (stopRequested) {
         signals = 0;
         stop(stopRequested);
@@ -325,6 +330,11 @@ export function buildCli(): Command {
       process.stdout.write(opts.json ? JSON.stringify(result) + '\n' : result.remaining ? `${result.remaining} message(s) still waiting (deferred); see \`hearth queue list\`\n` : 'the queue is empty\n');
     });
 
+  // --- gather (issue 7): `hearth gather list|add|remove|passwd|run|status`, in src/gather/cli.ts ---
+  registerGatherCommands(program, { configDirOf, readPassword });
+  // --- end of gather ---
+  registerTransferCommands(program);
+
   const dkim = program.command('dkim').description('DKIM signing keys (config/dkim/DOMAIN/SELECTOR.pem)');
   dkim
     .command('generate')
@@ -347,6 +357,83 @@ export function buildCli(): Command {
       );
     });
 
+  const vacation = program.command('vacation').description('auto-replies while a user is away (RFC 3834): once per sender per [routing] vacation_interval');
+  type VacationView = { settings: { subject: string; body: string; start?: string; end?: string } | null; active: boolean; answered: number };
+  /** Through the running server (it holds the state), or on disk when none runs. */
+  const runVacation = async (opts: { config?: string }, cmd: 'vacation.show' | 'vacation.set' | 'vacation.off', args: Record<string, unknown>): Promise<VacationView> => {
+    const loaded = await loadConfig(configDirOf(opts));
+    try {
+      return (await controlRequest(join(loaded.dataDir, 'hearth.sock'), cmd, args, 10_000)) as VacationView;
+    } catch (err) {
+      if ((err as HearthError).code === 'CONTROL_FAILED') throw new HearthError('CLI_VACATION', (err as Error).message);
+      if ((err as HearthError).code !== 'CONTROL_NOT_RUNNING') throw err;
+    }
+    const { VacationStore, validateVacation, vacationActive } = await import('./smtp/vacation.ts');
+    const address = String(args.address).toLowerCase();
+    const users = await new UsersFile(join(loaded.dir, 'users')).list();
+    if (!users.some((u) => u.address === address)) throw new HearthError('CLI_NO_USER', `${address} is not a user here; see \`hearth user list\``);
+    const store = new VacationStore(join(loaded.dataDir, 'vacation'));
+    if (cmd !== 'vacation.show') {
+      const settings = cmd === 'vacation.off' ? null : validateVacation(args);
+      if (typeof settings === 'string') throw new HearthError('CLI_VACATION', settings);
+      await store.write(address, { version: 1, settings, replied: {} });
+    }
+    const file = await store.read(address);
+    return { settings: file.settings, active: vacationActive(file.settings, Date.now()), answered: Object.keys(file.replied).length };
+  };
+  const printVacation = (address: string, v: VacationView, json?: boolean) => {
+    if (json) return void process.stdout.write(JSON.stringify(v, null, 2) + '\n');
+    if (!v.settings) return void process.stdout.write(`vacation for ${address}: off\n`);
+    const when = [v.settings.start ? `from ${v.settings.start}` : '', v.settings.end ? `until ${v.settings.end}` : ''].filter(Boolean).join(' ');
+    process.stdout.write(
+      `vacation for ${address}: on${when ? ` (${when})` : ''}, ${v.active ? 'replying now' : 'not replying now'}; ${v.answered} sender${v.answered === 1 ? '' : 's'} answered\n` +
+        `Subject: ${v.settings.subject}\n\n${v.settings.body.replace(/\n?$/, '\n')}`,
+    );
+  };
+  vacation
+    .command('set')
+    .description('turn the auto-reply on (again), with its text; who was answered before is forgotten')
+    .argument('<address>', "the user's address")
+    .option('-c, --config <dir>', 'config folder')
+    .option('--subject <text>', 'subject of the reply; {subject} stands for the subject answered', 'Re: {subject}')
+    .option('--body <text>', 'the reply text')
+    .option('--body-file <file>', 'read the reply text from a file (- for standard input)')
+    .option('--start <date>', 'first day it replies (2026-07-01) or an ISO 8601 time')
+    .option('--end <date>', 'last day it replies (inclusive) or an ISO 8601 time')
+    .option('--json', 'print JSON')
+    .action(async (address: string, opts: { config?: string; subject: string; body?: string; bodyFile?: string; start?: string; end?: string; json?: boolean }) => {
+      let body = opts.body;
+      if (opts.bodyFile !== undefined) {
+        if (body !== undefined) throw new HearthError('CLI_USAGE', 'give --body or --body-file, not both');
+        if (opts.bodyFile === '-') {
+          const chunks: Buffer[] = [];
+          for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+          body = Buffer.concat(chunks).toString('utf8');
+        } else {
+          const { readFile } = await import('node:fs/promises');
+          body = await readFile(opts.bodyFile, 'utf8').catch((err: Error) => {
+            throw new HearthError('CLI_VACATION', `cannot read ${opts.bodyFile}: ${err.message}`);
+          });
+        }
+      }
+      const v = await runVacation(opts, 'vacation.set', { address, subject: opts.subject, body, start: opts.start, end: opts.end });
+      printVacation(address.toLowerCase(), v, opts.json);
+    });
+  vacation
+    .command('off')
+    .description('turn the auto-reply off')
+    .argument('<address>', "the user's address")
+    .option('-c, --config <dir>', 'config folder')
+    .option('--json', 'print JSON')
+    .action(async (address: string, opts: { config?: string; json?: boolean }) => printVacation(address.toLowerCase(), await runVacation(opts, 'vacation.off', { address }), opts.json));
+  vacation
+    .command('show')
+    .description('the auto-reply settings and whether it replies now')
+    .argument('<address>', "the user's address")
+    .option('-c, --config <dir>', 'config folder')
+    .option('--json', 'print JSON')
+    .action(async (address: string, opts: { config?: string; json?: boolean }) => printVacation(address.toLowerCase(), await runVacation(opts, 'vacation.show', { address }), opts.json));
+
   program
     .command('status')
     .description('ask the running server how it is')
@@ -361,8 +448,11 @@ export function buildCli(): Command {
       }
       process.stdout.write(`running, pid ${status.pid}, up ${status.uptime}s\n`);
       for (const e of status.endpoints) process.stdout.write(`  ${e.service.padEnd(12)} ${e.host}:${e.port} (${e.tls})\n`);
+      process.stdout.write(formatOpsStatus(status)); // ops (issue 9)
     });
 
+  registerSetupCommands(program);
+  registerOpsCommands(program); // ops (issue 9)
   return program;
 }
 

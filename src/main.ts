@@ -2,7 +2,7 @@
 // control socket, and stops it gracefully. Services that later issues add (submission, IMAP,
 // POP3, webmail) plug in here; nothing below this file reads the config itself.
 import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { ControlServer } from './core/control.ts';
 import type { ControlHandler } from './core/control.ts';
 import { queueCommands } from './queue/commands.ts';
@@ -31,8 +31,16 @@ import { OutboundQueue } from './queue/queue.ts';
 import { makeDeliver } from './smtp/outbound.ts';
 import type { RelayTarget } from './smtp/relay-client.ts';
 import { DkimSigner, loadDkimKeys } from './smtp/dkim.ts';
+import type { DkimKey } from './smtp/dkim.ts';
+import { Forwarder } from './smtp/forwarding.ts';
+import type { ForwardQueue } from './smtp/forwarding.ts';
+import { Srs, loadSrsSecrets, srsSecretTooOpen } from './smtp/srs.ts';
+import { VacationResponder, VacationStore, vacationCommands } from './smtp/vacation.ts';
+import type { InboundRoutingOptions } from './smtp/inbound.ts';
 import { SubmissionPipeline, SubmissionSmtp } from './smtp/submission.ts';
 import { startWebmail } from './webmail/server.ts';
+import { OpsRuntime } from './ops/runtime.ts'; // ops (issue 9)
+import { CAUGHT_FOLDER, makeCatchDeliver } from './ops/catch.ts'; // ops (issue 9): serve --catch
 import { splitAddress } from './smtp/listener.ts';
 import type { MailboxRef } from './smtp/listener.ts';
 
@@ -51,7 +59,7 @@ export type RunningHearth = {
 
 const HOUR = 3_600_000;
 
-export async function startHearth(opts: { configDir: string; log?: Logger }): Promise<RunningHearth> {
+export async function startHearth(opts: { configDir: string; log?: Logger; /** Test mode: outbound mail goes to the sender's Caught folder. */ catchMail?: boolean }): Promise<RunningHearth> {
   const loaded = await loadConfig(opts.configDir);
   const { config } = loaded;
   const log = opts.log ?? createLogger(config.log_level);
@@ -69,14 +77,19 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
     if (junk) stoppers.push(() => junk.close());
     const mail = new MailStore({ maildir: store, log: log.child({ svc: 'index' }), junk });
     stoppers.push(() => mail.close());
-    const directory = await Directory.open({ configDir: loaded.dir, domains: config.domains, log: log.child({ svc: 'directory' }), watch: true });
+    const directory = await Directory.open({ configDir: loaded.dir, domains: config.domains, log: log.child({ svc: 'directory' }), watch: true, plusDelimiter: config.routing.plus_delimiter });
     stoppers.push(() => directory.close());
 
     const controlPath = join(loaded.dataDir, 'hearth.sock');
     const endpoints: Endpoint[] = [];
+    // --- ops (issue 9): metrics, recent errors, certificate reload; each service registers below ---
+    const ops = new OpsRuntime({ log, certFile: loaded.tlsCert, keyFile: loaded.tlsKey, catchMode: opts.catchMail });
+    stoppers.push(() => ops.close());
+    // --- end of ops ---
     // Services add their own commands (queue.*) as they start.
     const controlCommands: Record<string, ControlHandler> = {
-      status: async () => ({ pid: process.pid, uptime: Math.round(process.uptime()), endpoints, version: await version() }),
+      status: async () => ({ pid: process.pid, uptime: Math.round(process.uptime()), endpoints, version: await version(), ...ops.status() }),
+      'tls.reload': () => ops.tls.reload('hearth tls reload'), // ops (issue 9)
       'users-changed': async () => {
         await directory.reload();
         return { reloaded: true };
@@ -97,7 +110,18 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
       if (removed > 0) log.info({ removed }, 'removed stale files from Maildir tmp/');
     });
 
-    const tls = await readTls(loaded, log);
+    const tls = await readTls(loaded, log, ops);
+    // Routing (issue 6). The queue and the DKIM keys are made further down; these closures are
+    // called only once mail arrives.
+    const routing = inboundRouting(loaded, log, {
+      directory,
+      store,
+      mail,
+      queue: { enqueue: (envelope, content) => queue.enqueue(envelope, content) },
+      sign: (message, domain) => dkim.sign(message, domain),
+      dkimKeys: () => dkimKeys,
+    });
+    Object.assign(controlCommands, vacationCommands(routing.vacation, (address) => isUser(directory, address)));
     const smtpListener = config.listeners.smtp;
     if (smtpListener?.enabled) {
       const inbound = new InboundSmtp({
@@ -120,7 +144,9 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
           for (const box of boxes) void mail.notifyDelivered(box, box.folder);
         },
         trust: inboundTrust(loaded),
+        routing,
       });
+      ops.smtp('smtp', inbound, tls ? smtpListener.tls : 'plain'); // ops (issue 9)
       const bound = await listenOrExplain(() => inbound.listen(smtpListener.listen.port, smtpListener.listen.host), 'smtp', smtpListener.listen);
       endpoints.push({ service: 'smtp', ...bound, tls: smtpListener.tls });
       stoppers.push(() => inbound.close());
@@ -159,7 +185,8 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         maxConcurrent: config.queue.max_concurrent,
         maxPerDomain: config.queue.max_per_domain,
       },
-      deliver: makeDeliver({
+      // ops (issue 9): in test mode (serve --catch) nothing leaves; see src/ops/catch.ts.
+      deliver: opts.catchMail ? catchDeliver(directory, mail, config.domains, log) : makeDeliver({
         heloName: config.hostname,
         log: log.child({ svc: 'relay' }),
         resolver,
@@ -169,7 +196,9 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         smarthost: await smarthostTarget(loaded),
       }),
       // Bounces come from <>, so they never bounce themselves (no loops).
-      bounce: async ({ to, raw }) => {
+      bounce: async ({ to: addressed, raw }) => {
+        // A DSN about forwarded mail comes to our SRS sender address: it goes to the original sender.
+        const to = await routing.forwarder.original(addressed);
         const parts = splitAddress(to);
         if (parts && directory.isLocalDomain(parts.domain)) {
           const boxes = directory.resolve(to)?.local ?? [];
@@ -180,10 +209,13 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         }
       },
     });
+    ops.queue(queue); // ops (issue 9)
     await queue.start();
     stoppers.push(() => queue.stop());
+    stoppers.push(() => routing.vacation.idle());
     Object.assign(controlCommands, queueCommands(queue));
-    const dkim = new DkimSigner(await loadDkimKeys(loaded.dir, log.child({ svc: 'dkim' })), log.child({ svc: 'dkim' }));
+    const dkimKeys = await loadDkimKeys(loaded.dir, log.child({ svc: 'dkim' }));
+    const dkim = new DkimSigner(dkimKeys, log.child({ svc: 'dkim' }));
     const pipeline = new SubmissionPipeline({
       hostname: config.hostname,
       log: log.child({ svc: 'submission' }),
@@ -207,7 +239,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         log: log.child({ svc: service }),
         directory,
         pipeline,
-        limiter,
+        limiter: ops.limiter(service, limiter), // ops (issue 9): failures counted per service
         domains: () => currentDomains,
         tls: listener.tls,
         key: tls?.key,
@@ -220,6 +252,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         idleTimeoutMs: config.timeouts.smtp_idle,
         closeTimeoutMs: config.timeouts.shutdown_grace,
       });
+      ops.smtp(service, server, listener.tls); // ops (issue 9)
       const bound = await listenOrExplain(() => server.listen(listener.listen.port, listener.listen.host), service, listener.listen);
       endpoints.push({ service, ...bound, tls: listener.tls });
       stoppers.push(() => server.close());
@@ -241,6 +274,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         return;
       }
       const server = make(listener.tls);
+      ops.line(service, server, listener.tls); // ops (issue 9)
       const bound = await listenOrExplain(() => server.listen(listener.listen.port, listener.listen.host), service, listener.listen);
       endpoints.push({ service, ...bound, tls: listener.tls });
       stoppers.push(() => server.close());
@@ -253,7 +287,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         hostname: config.hostname,
         log: log.child({ svc: service }),
         backend: mailBackend,
-        limiter,
+        limiter: ops.limiter(service, limiter), // ops (issue 9)
         plaintext: config.auth.plaintext,
         tls: mode,
         idleMs: { authorization: Math.min(60_000, config.timeouts.pop3_idle), transaction: config.timeouts.pop3_idle },
@@ -273,7 +307,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         hostname: config.hostname,
         log: log.child({ svc: service }),
         backend: { authenticate: mailBackend.authenticate, open: (box) => mail.open(box) },
-        limiter,
+        limiter: ops.limiter(service, limiter), // ops (issue 9)
         plaintext: config.auth.plaintext,
         tls: mode,
         timeouts: { login: config.timeouts.imap_login, idle: config.timeouts.imap_idle },
@@ -287,13 +321,15 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
     // The webmail reads the same index and sends through the same pipeline as mail clients.
     const httpListener = config.listeners.http;
     if (httpListener?.enabled) {
+      const client = (await import('./setup/dns-records.ts')).clientSettings(config); // client setup (issue 9): autoconfig, Autodiscover, MTA-STS
       const web = await listenOrExplain(
         () =>
           startWebmail({
             log: log.child({ svc: 'webmail' }),
             hostname: config.hostname,
             authenticate: mailBackend.authenticate,
-            limiter,
+            limiter: ops.limiter('http', limiter), // ops (issue 9)
+            ops: ops.http(), // ops (issue 9): /metrics, /healthz
             mail,
             summaries,
             pipeline,
@@ -301,13 +337,40 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
             maxMessageBytes: config.limits.message_size,
             listen: httpListener.listen,
             tls: httpListener.tls !== 'plain' && tls ? tls : undefined,
+            client, // client setup (issue 9)
           }),
         'http',
         httpListener.listen,
       );
       endpoints.push({ service: 'http', host: httpListener.listen.host, port: web.port, tls: httpListener.tls });
+      ops.web('http', web.server); // ops (issue 9)
       stoppers.push(() => web.close());
     }
+
+    // --- gathering (issue 7): scheduled pulls from remote IMAP/POP3 accounts into local mailboxes ---
+    // Runs on the delivery scheduler, delivers through the mail store (index, IDLE, junk filter),
+    // and adds the gather.* control commands `hearth gather` uses while the server runs.
+    {
+      const { GatherService } = await import('./gather/service.ts');
+      const { StoreSink } = await import('./gather/sink.ts');
+      const { gatherCommands } = await import('./gather/commands.ts');
+      const g = config.gather;
+      const gather = new GatherService({
+        dataDir: loaded.dataDir,
+        scheduler,
+        sink: new StoreSink({ mail, junk: g.junk_filter ? junk : undefined, junkFolder: config.inbound.junk_folder }),
+        log: log.child({ svc: 'gather' }),
+        hostname: config.hostname,
+        fsync: config.fsync,
+        junkFolder: config.inbound.junk_folder,
+        settings: { intervalMs: g.interval, idle: g.idle, firstBackoffMs: g.first_backoff, maxBackoffMs: g.max_backoff, timeoutMs: g.timeout, parallel: g.parallel, batchSize: g.batch },
+        isLocalAddress: (address) => (directory.resolve(address)?.local ?? []).some((b) => `${b.user}@${b.domain}` === address.toLowerCase()),
+      });
+      if (g.enabled) await gather.start();
+      stoppers.push(() => gather.stop());
+      Object.assign(controlCommands, gatherCommands(gather));
+    }
+    // --- end of gathering ---
 
     const notYet = Object.entries(config.listeners).filter(([service, l]) => l?.enabled && !endpoints.some((e) => e.service === service)).map(([service]) => service);
     if (notYet.length) log.info({ services: notYet }, `configured but not part of this version yet, skipped: ${notYet.join(', ')}`);
@@ -318,6 +381,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger }): Pr
         // Live-applicable settings; listener changes need a restart, so say so.
         log.level = next.config.log_level;
         directory.setDomains(next.config.domains);
+        directory.setPlusDelimiter(next.config.routing.plus_delimiter);
         currentDomains = next.config.domains;
         log.info('configuration reloaded (listener and TLS changes take effect after a restart)');
       },
@@ -381,6 +445,62 @@ function inboundTrust(loaded: LoadedConfig): InboundTrustOptions {
   };
 }
 
+/** Routing (issue 6): forwarding with SRS, loop protection, plus-folders and vacation, from [routing]. */
+function inboundRouting(
+  loaded: LoadedConfig,
+  log: Logger,
+  deps: { directory: Directory; store: MaildirStore; mail: MailStore; queue: ForwardQueue; sign(message: Buffer, domain: string): Promise<string>; dkimKeys(): DkimKey[] },
+): InboundRoutingOptions & { vacation: VacationResponder } {
+  const { routing, hostname } = loaded.config;
+  const secretFile = resolvePath(loaded.dir, routing.srs_secret_file);
+  const forwardLog = log.child({ svc: 'forward' });
+  let srs: Promise<Srs> | undefined;
+  // The secret is read (or made, 0600) on first use, so a server that never forwards has none.
+  const loadSrs = (): Promise<Srs> =>
+    (srs ??= (async () => {
+      const secrets = await loadSrsSecrets(secretFile);
+      if (await srsSecretTooOpen(secretFile)) forwardLog.warn({ file: secretFile }, 'the SRS secret is readable by other users; chmod 600 it');
+      return new Srs({ secrets, maxAgeDays: Math.max(1, Math.round(routing.srs_max_age / 86_400_000)) });
+    })().catch((err: unknown) => {
+      srs = undefined;
+      throw err;
+    }));
+  const forwarder = new Forwarder({
+    log: forwardLog,
+    srs: loadSrs,
+    queue: deps.queue,
+    maxReceived: routing.max_received,
+    // Prefer RSA for the seal: ed25519 ARC is not widely verified yet.
+    arcKey: routing.forward_arc_seal ? (domain) => deps.dkimKeys().find((k) => k.domain === domain && k.algorithm === 'rsa-sha256') ?? deps.dkimKeys().find((k) => k.domain === domain) : undefined,
+  });
+  const vacation = new VacationResponder({
+    store: new VacationStore(join(loaded.dataDir, 'vacation')),
+    hostname,
+    log: log.child({ svc: 'vacation' }),
+    intervalMs: routing.vacation_interval,
+    junkFolder: loaded.config.inbound.junk_folder,
+    isLocalDomain: (domain) => deps.directory.isLocalDomain(domain),
+    resolveLocal: (address) => (deps.directory.resolve(address)?.local ?? []).map((b) => ({ user: b.user, domain: b.domain })),
+    deliverLocal: async (boxes, raw) => {
+      await deps.store.deliver(boxes, raw);
+      for (const box of boxes) void deps.mail.notifyDelivered(box);
+    },
+    queue: deps.queue,
+    sign: deps.sign,
+  });
+  const findFolder = async (box: MailboxRef, name: string): Promise<string | undefined> => {
+    const folders = await (await deps.mail.open(box)).listFolders();
+    return folders.find((f) => f.name !== 'INBOX' && f.name.toLowerCase() === name.toLowerCase())?.name;
+  };
+  return { forwarder, vacation, spoolDir: join(loaded.dataDir, '.inbound-spool'), findFolder: routing.plus_to_folder ? findFolder : undefined };
+}
+
+/** Is this address a user's own (not an alias)? Vacation settings belong to users. */
+function isUser(directory: Directory, address: string): boolean {
+  const r = directory.resolve(address);
+  return r?.local.length === 1 && r.remote.length === 0 && `${r.local[0].user}@${r.local[0].domain}` === address.toLowerCase() && !r.local[0].tag;
+}
+
 /** Turn EADDRINUSE/EACCES into an error that says which setting to change. */
 async function listenOrExplain<T>(listen: () => Promise<T>, service: string, at: { host: string; port: number }): Promise<T> {
   try {
@@ -395,16 +515,38 @@ async function listenOrExplain<T>(listen: () => Promise<T>, service: string, at:
   }
 }
 
-async function readTls(loaded: LoadedConfig, log: Logger): Promise<{ key: Buffer; cert: Buffer } | undefined> {
+async function readTls(loaded: LoadedConfig, log: Logger, ops: OpsRuntime): Promise<{ key: Buffer; cert: Buffer } | undefined> {
   const needsTls = Object.values(loaded.config.listeners).some((l) => l?.enabled && l.tls !== 'plain');
   if (!needsTls) return undefined;
-  try {
-    const [key, cert] = await Promise.all([readFile(loaded.tlsKey), readFile(loaded.tlsCert)]);
-    return { key, cert };
-  } catch (err) {
-    log.error({ err: (err as Error).message }, `cannot read the TLS certificate or key (${loaded.tlsCert}, ${loaded.tlsKey}): TLS is off until they exist; set tls.cert and tls.key in hearth.toml`);
-    return undefined;
-  }
+  // ops (issue 9): read through the reloader, which also follows the files and SIGHUP.
+  const material = await ops.startTls();
+  if (!material) log.error(`TLS is off: fix the certificate or key (${loaded.tlsCert}, ${loaded.tlsKey}) named by tls.cert and tls.key in hearth.toml, or make a test pair with \`hearth tls selfsigned\`, and restart`);
+  return material ? { key: material.key, cert: material.cert } : undefined;
+}
+
+/**
+ * ops (issue 9), test mode: the queue's deliver files each message into the sender's Caught
+ * folder (or postmaster's when the sender is not local, e.g. a bounce), never the network.
+ */
+function catchDeliver(directory: Directory, mail: MailStore, domains: string[], log: Logger): ReturnType<typeof makeCatchDeliver> {
+  return makeCatchDeliver({
+    log: log.child({ svc: 'catch' }),
+    owners: (from) => {
+      const own = directory.resolve(from)?.local ?? [];
+      if (own.length) return own.map((b) => ({ user: b.user, domain: b.domain }));
+      for (const domain of domains) {
+        const pm = directory.resolve(`postmaster@${domain}`)?.local ?? [];
+        if (pm.length) return pm.map((b) => ({ user: b.user, domain: b.domain }));
+      }
+      return [];
+    },
+    file: async (box, folder, content) => {
+      const mb = await mail.open(box);
+      if (!(await mb.listFolders()).some((f) => f.name === folder)) await mb.createFolder(folder).catch(() => undefined);
+      await mb.append(folder, content);
+    },
+    folder: CAUGHT_FOLDER,
+  });
 }
 
 /** The smarthost as a relay target, from [relay] (its password from a 0600 file), or undefined for MX mode. */

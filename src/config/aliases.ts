@@ -1,7 +1,10 @@
 // The aliases file (config/aliases):
 //   alias@domain: target[, target...]
 //   @domain: target            catch-all for that domain, used only when nothing else matches
-// Targets are local users, other aliases, or remote addresses (forwarding).
+// Targets are local users, other aliases, or remote addresses (forwarding, with SRS).
+// Not written here but always there (config/directory.ts): user+tag@domain reaches user@domain
+// unless an alias names user+tag@domain itself, and postmaster@ and abuse@ of every local
+// domain reach the domain's first user unless an alias says otherwise (RFC 5321 4.5.1, RFC 2142).
 import { isDomainName, parseAddress } from './address.ts';
 
 export function parseAliases(text: string, file: string): { aliases: Map<string, string[]>; problems: string[] } {

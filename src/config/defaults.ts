@@ -151,12 +151,12 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** A self-signed certificate for localhost, 127.0.0.1 and ::1. */
-export async function generateLocalCertificate(): Promise<{ cert: string; key: string }> {
+/** A self-signed certificate for localhost, 127.0.0.1 and ::1 (and `hostname`, its CN, when given). */
+export async function generateLocalCertificate(hostname = 'localhost'): Promise<{ cert: string; key: string }> {
   const notBeforeDate = new Date(Date.now() - 60_000);
   // 825 days: the longest validity Apple platforms accept for a TLS server certificate
   const notAfterDate = new Date(notBeforeDate.getTime() + 825 * 86_400_000);
-  const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
+  const pems = await generate([{ name: 'commonName', value: hostname }], {
     keySize: 2048,
     algorithm: 'sha256',
     notBeforeDate,
@@ -165,7 +165,7 @@ export async function generateLocalCertificate(): Promise<{ cert: string; key: s
       { name: 'basicConstraints', cA: false },
       { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
       { name: 'extKeyUsage', serverAuth: true },
-      { name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }, { type: 7, ip: '::1' }] },
+      { name: 'subjectAltName', altNames: [...(hostname === 'localhost' ? [] : [{ type: 2 as const, value: hostname }]), { type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }, { type: 7, ip: '::1' }] },
     ],
   });
   return { cert: pems.cert, key: pems.private };

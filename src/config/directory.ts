@@ -12,7 +12,14 @@ import { parseAliases } from './aliases.ts';
 import { hashPassword, parseUsers, verifyPassword } from './users.ts';
 import type { UserRecord } from './users.ts';
 
-export type Resolution = { local: Array<{ user: string; domain: string }>; remote: string[] };
+/**
+ * Where mail for an address goes. `tag` is set on a user reached through plus-addressing
+ * (`me+shop@` -> user me, tag "shop"), so delivery can file it into that folder.
+ */
+export type Resolution = { local: Array<{ user: string; domain: string; tag?: string }>; remote: string[] };
+
+/** Addresses every local domain has even when nobody wrote them down (RFC 5321 4.5.1, RFC 2142). */
+const WELL_KNOWN = new Set(['postmaster', 'abuse']);
 
 export const USERS_FILE_NAME = 'users';
 export const ALIASES_FILE_NAME = 'aliases';
@@ -34,6 +41,8 @@ export class Directory extends EventEmitter<{ reload: [ReloadEvent] }> {
   #users = new Map<string, UserRecord>();
   #aliases = new Map<string, string[]>();
   #watcher: FSWatcher | undefined;
+  /** Characters that start a plus-address tag ("+" by default; "" turns it off). */
+  #plusDelimiters = '+';
   #timers = new Map<Source, NodeJS.Timeout>();
   #running = new Map<Source, Promise<void>>();
   #loadedOnce = new Set<Source>();
@@ -47,8 +56,9 @@ export class Directory extends EventEmitter<{ reload: [ReloadEvent] }> {
     this.setDomains(domains);
   }
 
-  static async open(opts: { configDir: string; domains: string[]; log: Logger; watch?: boolean }): Promise<Directory> {
+  static async open(opts: { configDir: string; domains: string[]; log: Logger; watch?: boolean; plusDelimiter?: string }): Promise<Directory> {
     const dir = new Directory(resolvePath(opts.configDir), opts.domains, opts.log);
+    if (opts.plusDelimiter !== undefined) dir.setPlusDelimiter(opts.plusDelimiter);
     await dir.#reload('users');
     await dir.#reload('aliases');
     if (opts.watch ?? true) dir.#watch();
@@ -63,6 +73,11 @@ export class Directory extends EventEmitter<{ reload: [ReloadEvent] }> {
     this.#domains = new Set(domains.map((d) => d.toLowerCase()));
   }
 
+  /** Each character of `delimiters` starts a tag (Postfix's recipient_delimiter); "" turns plus-addressing off. */
+  setPlusDelimiter(delimiters: string): void {
+    this.#plusDelimiters = delimiters;
+  }
+
   /** Number of users and aliases currently known (for status output and tests). */
   get size(): { users: number; aliases: number } {
     return { users: this.#users.size, aliases: this.#aliases.size };
@@ -70,14 +85,16 @@ export class Directory extends EventEmitter<{ reload: [ReloadEvent] }> {
 
   /**
    * Where mail for `address` goes. A user is its own mailbox; an alias expands (recursively,
-   * at most MAX_ALIAS_DEPTH deep, each address once) to users and remote addresses; the
-   * domain's catch-all applies last. null: not a local domain, or nobody here by that name.
+   * at most MAX_ALIAS_DEPTH deep, each address once) to users and remote addresses. When
+   * neither matches: `user+tag@` is tried as `user@` (an alias written with the "+" wins, as
+   * it matched first), then postmaster@ and abuse@ go to the domain's first user, then the
+   * domain's catch-all applies. null: not a local domain, or nobody here by that name.
    */
   resolve(address: string): Resolution | null {
     const addr = address.trim().toLowerCase();
     const at = addr.lastIndexOf('@');
     if (at <= 0 || !this.isLocalDomain(addr.slice(at + 1))) return null;
-    const local = new Map<string, { user: string; domain: string }>();
+    const local = new Map<string, { user: string; domain: string; tag?: string }>();
     const remote = new Map<string, string>();
     const visited = new Set<string>();
     let budget = MAX_EXPANSIONS;
@@ -88,7 +105,7 @@ export class Directory extends EventEmitter<{ reload: [ReloadEvent] }> {
       visited.add(key);
       const user = this.#users.get(key);
       if (user) {
-        local.set(key, { user: user.user, domain: user.domain });
+        if (!local.has(key)) local.set(key, { user: user.user, domain: user.domain });
         return;
       }
       const domain = key.slice(key.lastIndexOf('@') + 1);
@@ -96,7 +113,22 @@ export class Directory extends EventEmitter<{ reload: [ReloadEvent] }> {
         remote.set(key, target);
         return;
       }
-      const targets = this.#aliases.get(key) ?? (visited.has(`@${domain}`) ? undefined : this.#catchAll(domain, visited));
+      let found = this.#lookup(key, domain);
+      let tag: string | undefined;
+      if (!found) {
+        const plus = this.#splitTag(key);
+        if (plus && !visited.has(plus.base)) {
+          found = this.#lookup(plus.base, domain);
+          tag = plus.tag;
+          if (found) visited.add(plus.base);
+        }
+      }
+      if (found && 'user' in found) {
+        const k = `${found.user}@${found.domain}`;
+        if (!local.has(k)) local.set(k, !tag ? { user: found.user, domain: found.domain } : { user: found.user, domain: found.domain, tag });
+        return;
+      }
+      const targets = found?.targets ?? (visited.has(`@${domain}`) ? undefined : this.#catchAll(domain, visited));
       if (!targets) return;
       if (depth >= MAX_ALIAS_DEPTH) {
         this.log.warn({ address, alias: key }, `aliases nest deeper than ${MAX_ALIAS_DEPTH} levels; the rest of the chain is ignored`);
@@ -108,6 +140,45 @@ export class Directory extends EventEmitter<{ reload: [ReloadEvent] }> {
     if (budget < 0) this.log.warn({ address }, `alias expansion stopped after ${MAX_EXPANSIONS} addresses`);
     if (local.size === 0 && remote.size === 0) return null;
     return { local: [...local.values()], remote: [...remote.values()] };
+  }
+
+  /** A user, an alias, or (for postmaster@ and abuse@ with neither) the domain's first user. */
+  #lookup(key: string, domain: string): { user: string; domain: string } | { targets: string[] } | undefined {
+    const user = this.#users.get(key);
+    if (user) return { user: user.user, domain: user.domain };
+    const targets = this.#aliases.get(key);
+    if (targets) return { targets };
+    if (WELL_KNOWN.has(key.slice(0, key.lastIndexOf('@')))) {
+      // RFC 5321 4.5.1 (postmaster) and RFC 2142 (abuse) must always be deliverable.
+      const first = this.#firstUser(domain);
+      if (first) return { user: first.user, domain: first.domain };
+    }
+    return undefined;
+  }
+
+  /** The first user of `domain` in the users file; else the first user of any local domain. */
+  #firstUser(domain: string): UserRecord | undefined {
+    let fallback: UserRecord | undefined;
+    for (const u of this.#users.values()) {
+      if (u.domain === domain) return u;
+      if (!fallback && this.isLocalDomain(u.domain)) fallback = u;
+    }
+    return fallback;
+  }
+
+  /** `user+tag@domain` -> base `user@domain` and tag "tag"; undefined without a delimiter. */
+  #splitTag(key: string): { base: string; tag: string } | undefined {
+    if (this.#plusDelimiters === '') return undefined;
+    const at = key.lastIndexOf('@');
+    let cut = -1;
+    for (let i = 1; i < at; i++) {
+      if (this.#plusDelimiters.includes(key[i])) {
+        cut = i;
+        break;
+      }
+    }
+    if (cut <= 0) return undefined;
+    return { base: key.slice(0, cut) + key.slice(at), tag: key.slice(cut + 1, at) };
   }
 
   #catchAll(domain: string, visited: Set<string>): string[] | undefined {

@@ -110,6 +110,89 @@ const dnsblSection = z
   .prefault({});
 // --- end of inbound trust ------------------------------------------------------------------
 
+// --- Routing (issue 6): plus-addressing, forwarding with SRS, loop protection, vacation ------
+const routingSection = z
+  .strictObject({
+    /** Characters that start a tag in user+tag@domain (each one does); "" turns plus-addressing off. */
+    plus_delimiter: z.string().max(8).regex(/^[^@\sA-Za-z0-9.]*$/, 'may not contain letters, digits, dots, "@" or spaces').default('+'),
+    /** File user+tag@ mail into the user's folder "tag" when it exists (otherwise INBOX). */
+    plus_to_folder: z.boolean().default(false),
+    /** SRS secret(s), one per line (the first signs), relative to the config folder; made (0600) on first use. */
+    srs_secret_file: z.string().min(1).default('srs.secret'),
+    /** How long a bounce to an SRS address is accepted after the forward (postsrsd: 21 days). */
+    srs_max_age: duration.prefault('21d'),
+    /** Refuse (554 5.4.6) a message that already has more Received: fields than this. */
+    max_received: z.number().int().min(5).max(1000).default(50),
+    /** Add an ARC seal (RFC 8617) to forwarded mail, signed with the alias domain's DKIM key. */
+    forward_arc_seal: z.boolean().default(false),
+    /** A vacation auto-reply goes to one sender at most once per this long (RFC 3834 2). */
+    vacation_interval: duration.prefault('7d'),
+  })
+  .prefault({});
+// --- end of routing ------------------------------------------------------------------------
+
+// --- Gathering (issue 7): collecting mail from remote IMAP/POP3 accounts ------------------
+// The accounts themselves live under the data directory (`hearth gather add`), not here.
+const gatherSection = z
+  .strictObject({
+    /** Run the gather accounts on their schedule (off: only `hearth gather run`). */
+    enabled: z.boolean().default(true),
+    /** Default time between pulls of an account (each account may set its own); jittered ±10 %. */
+    interval: duration.prefault('5m'),
+    /** Watch IMAP accounts with IDLE for near-instant pickup where the server offers it. */
+    idle: z.boolean().default(true),
+    /** After network errors, retries back off from first_backoff, doubling, up to max_backoff. */
+    first_backoff: duration.prefault('1m'),
+    max_backoff: duration.prefault('1h'),
+    /** Network timeout per wait (connect, each reply). */
+    timeout: duration.prefault('1m'),
+    /** Messages delivered locally at once while pulling (each held in memory). */
+    parallel: z.number().int().min(1).max(64).default(8),
+    /** Messages per durable ledger commit. */
+    batch: z.number().int().min(1).max(1000).default(100),
+    /** Score gathered INBOX mail with the owner's junk filter (junk goes to [inbound] junk_folder). */
+    junk_filter: z.boolean().default(true),
+  })
+  .prefault({});
+// --- end of gathering ----------------------------------------------------------------------
+
+// --- Client setup (issue 9): what mail clients and DNS records are told --------------------
+// Autoconfig, Autodiscover, the .mobileconfig profile and `hearth dns` advertise the services of
+// [listeners] under `hostname`; this block says so when the public view differs (port mapping,
+// a TLS proxy in front of the web listener, another name for clients).
+const clientPort = z.number().int().min(0).max(65535);
+const clientSection = z
+  .strictObject({
+    /** The name mail clients connect to (default: hostname); the certificate must cover it. */
+    hostname: domainName.optional(),
+    /** Public port per service when it differs from its listener's; 0 = do not advertise it. */
+    ports: z
+      .strictObject({
+        submission: clientPort.optional(),
+        submissions: clientPort.optional(),
+        imap: clientPort.optional(),
+        imaps: clientPort.optional(),
+        pop3: clientPort.optional(),
+        pop3s: clientPort.optional(),
+        /** HTTPS port of the web listener as the internet sees it (autoconfig, MTA-STS); default 443. */
+        https: clientPort.optional(),
+      })
+      .prefault({}),
+    /** Public IPv4/IPv6 addresses of this server, for the A/AAAA records `hearth dns` prints and checks. */
+    addresses: z.array(z.union([z.ipv4(), z.ipv6()])).default([]),
+    /** Name shown by mail clients for the account provider (default: the domain). */
+    display_name: z.string().min(1).max(100).optional(),
+    /** Where DMARC and TLS-RPT reports go (default: postmaster@ each domain). */
+    reports_to: z.email().optional(),
+    /** The p= of the DMARC record `hearth dns` suggests. */
+    dmarc_policy: z.enum(['none', 'quarantine', 'reject']).default('quarantine'),
+    /** MTA-STS (RFC 8461) policy served at /.well-known/mta-sts.txt: start with testing. */
+    mta_sts_mode: z.enum(['none', 'testing', 'enforce']).default('testing'),
+    mta_sts_max_age: duration.prefault('7d'),
+  })
+  .prefault({});
+// --- end of client setup -------------------------------------------------------------------
+
 export const ConfigSchema = z.strictObject({
   /** The name this server gives itself in greetings and Received: headers. */
   hostname: domainName,
@@ -204,6 +287,12 @@ export const ConfigSchema = z.strictObject({
   inbound: inboundSection,
   greylist: greylistSection,
   dnsbl: dnsblSection,
+  // routing (issue 6): section defined above
+  routing: routingSection,
+  // gathering (issue 7): section defined above
+  gather: gatherSection,
+  // client setup (issue 9): section defined above
+  client: clientSection,
 });
 
 export type HearthConfig = z.output<typeof ConfigSchema>;

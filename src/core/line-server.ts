@@ -21,6 +21,9 @@ export type LineSessionLike = {
   shutdown(): Promise<void>;
 };
 
+/** How long close() lets sessions say goodbye before cutting the connections that remain. */
+const CLOSE_GRACE_MS = 5_000;
+
 export type LineServerOptions<S extends LineSessionLike> = {
   log: Logger;
   tls: 'plain' | 'starttls' | 'implicit';
@@ -40,7 +43,12 @@ export class LineServer<S extends LineSessionLike> {
   readonly #server: net.Server;
   readonly #perIp: ConnectionCounter;
   readonly #sessions = new Set<S>();
-  readonly #tlsContext: SecureContext | undefined;
+  readonly #connections = new Set<LineConnection>();
+  /** Every accepted TCP socket, including those whose TLS handshake never finished. */
+  readonly #rawSockets = new Set<net.Socket>();
+  #tlsContext: SecureContext | undefined;
+  // --- ops (issue 9): certificate reload and SNI ---
+  #sni: ((name: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void) | undefined;
 
   constructor(opts: LineServerOptions<S>) {
     this.#opts = opts;
@@ -49,11 +57,18 @@ export class LineServer<S extends LineSessionLike> {
     this.#tlsContext = creds ? tls.createSecureContext({ key: creds.key, cert: creds.cert, minVersion: 'TLSv1.2' }) : undefined;
     if (opts.tls === 'implicit') {
       if (!creds) throw new Error('implicit TLS needs a certificate');
-      this.#server = tls.createServer({ key: creds.key, cert: creds.cert, allowHalfOpen: true, minVersion: 'TLSv1.2' }, (s) => this.#accept(s, true));
+      // SNICallback answering undefined keeps the default context (the one setSecureContext swaps).
+      const SNICallback = (name: string, cb: (err: Error | null, ctx?: SecureContext) => void) => (this.#sni ? this.#sni(name, cb) : cb(null, undefined));
+      // A handshake gets 20 s (not Node's 120 s), so a silent client cannot park a socket.
+      this.#server = tls.createServer({ key: creds.key, cert: creds.cert, allowHalfOpen: true, minVersion: 'TLSv1.2', SNICallback, handshakeTimeout: 20_000 }, (s) => this.#accept(s, true));
       this.#server.on('tlsClientError', (err) => opts.log.debug({ err: err.message }, 'TLS handshake failed'));
     } else {
       this.#server = net.createServer({ allowHalfOpen: true }, (s) => this.#accept(s, false));
     }
+    this.#server.on('connection', (raw: net.Socket) => {
+      this.#rawSockets.add(raw);
+      raw.once('close', () => this.#rawSockets.delete(raw));
+    });
   }
 
   listen(port: number, host: string): Promise<{ host: string; port: number }> {
@@ -67,6 +82,23 @@ export class LineServer<S extends LineSessionLike> {
     });
   }
 
+  /**
+   * A new certificate (ops, issue 9): later handshakes and later STARTTLS sessions use it;
+   * connections already open keep theirs. `sni` picks a context by server name (implicit TLS).
+   */
+  setTlsCredentials(creds: { key: Buffer; cert: Buffer }, sni?: (name: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void): void {
+    const options = { key: creds.key, cert: creds.cert, minVersion: 'TLSv1.2' as const };
+    this.#tlsContext = tls.createSecureContext(options);
+    this.#sni = sni;
+    if (this.#server instanceof tls.Server) this.#server.setSecureContext(options);
+  }
+
+  /** The listening socket server (ops: connection counting). */
+  get netServer(): net.Server {
+    return this.#server;
+  }
+  // --- end of ops ---
+
   /** Sessions open now (for tests, status and metrics). */
   get sessions(): number {
     return this.#sessions.size;
@@ -75,7 +107,15 @@ export class LineServer<S extends LineSessionLike> {
   /** Stop accepting, and let every session finish (or say goodbye). */
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
-    await Promise.all([...this.#sessions].map((s) => s.shutdown()));
+    const polite = Promise.all([...this.#sessions].map((s) => s.shutdown()));
+    // A peer that vanished without a FIN (or a TLS client that went away after the handshake)
+    // would hold shutdown forever: after a grace period, whatever is left is cut.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([polite, new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_GRACE_MS)))]);
+    clearTimeout(timer);
+    for (const conn of this.#connections) conn.socket.destroy();
+    // Sockets still in (or stuck after) a TLS handshake never became connections.
+    for (const raw of this.#rawSockets) raw.destroy();
     await closed;
   }
 
@@ -97,6 +137,7 @@ export class LineServer<S extends LineSessionLike> {
         onLine: (line) => session!.onLine(line),
         onOverflow: () => session!.onOverflow(),
         onClose: () => {
+          this.#connections.delete(conn);
           this.#perIp.release(peer);
           if (session) {
             session.onClosed();
@@ -108,6 +149,7 @@ export class LineServer<S extends LineSessionLike> {
       },
       { secure },
     );
+    this.#connections.add(conn);
     session = this.#opts.createSession(conn, log, this.#opts.tls === 'starttls' ? this.#tlsContext : undefined);
     this.#sessions.add(session);
     log.debug({ secure }, 'connection accepted');

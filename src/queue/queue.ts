@@ -154,6 +154,7 @@ export class OutboundQueue {
   readonly policy: QueuePolicy;
   readonly #scheduler: Scheduler;
   readonly #deliver: OutboundQueueOptions['deliver'];
+  /** Each recipient's result after an attempt (ops metrics, issue 9). */ onRecipientOutcome: ((status: 'delivered' | 'deferred' | 'failed') => void) | undefined;
   readonly #bounce: OutboundQueueOptions['bounce'];
   readonly #hostname: string;
   readonly #log: Logger;
@@ -605,6 +606,7 @@ export class OutboundQueue {
       if (r.status !== 'deferred') delete r.nextAttemptAt;
       if (r.status === 'failed') newlyFailed.push(r);
       counts[r.status as 'delivered' | 'deferred' | 'failed']++;
+      this.onRecipientOutcome?.(r.status as 'delivered' | 'deferred' | 'failed');
     }
     const level = counts.deferred + counts.failed > 0 ? 'warn' : 'info';
     log[level]({ ...counts, attempt: Math.max(...due.map((r) => r.attempts)), ms: endedAt - startedAt, replies: due.filter((r) => r.status !== 'delivered').map((r) => `${r.address}: ${r.lastReply}`) }, 'delivery attempt');

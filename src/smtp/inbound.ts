@@ -8,6 +8,11 @@
 // directory-harvest protection at RCPT, and SPF/DKIM/DMARC/ARC after DATA. Checked messages
 // are spooled (memory, or a temp file past `spoolMemoryBytes`) because the verdict needs the
 // whole message before the reply; unchecked mail streams to the store as before.
+//
+// Routing (issue 6, `routing` option): plus-addressing into folders and SRS bounce addresses
+// at RCPT; a loop check on the header before anything is stored; forwarding to remote alias
+// targets through the queue after the sender checks (forwarding.ts); vacation replies after
+// delivery (vacation.ts).
 import type { Readable } from 'node:stream';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Logger } from '../core/log.ts';
@@ -15,6 +20,9 @@ import { SenderAuthenticator, headerEnd, makeResolver, stripOwnAuthResults, with
 import type { AuthOutcome } from './auth-checks.ts';
 import { plainIp } from './client-address.ts';
 import { DataGuard } from './data-guard.ts';
+import { peekHeader } from './forwarding.ts';
+import type { Forwarder, ForwardGroup } from './forwarding.ts';
+import type { VacationResponder } from './vacation.ts';
 import { Dnsbl } from './dnsbl.ts';
 import { Greylist } from './greylist.ts';
 import { SmtpListener, isLoopback, splitAddress } from './listener.ts';
@@ -22,6 +30,7 @@ import type { MailboxRef, SmtpListenerOptions, Transaction } from './listener.ts
 import { AbuseLimits } from './rate-limits.ts';
 import { smtpError } from './replies.ts';
 import { MessageSpool } from './spool.ts';
+import { isSrsLocalPart } from './srs.ts';
 
 export { splitAddress } from './listener.ts';
 export type { MailboxRef } from './listener.ts';
@@ -77,9 +86,21 @@ export type InboundOptions = Omit<SmtpListenerOptions<AcceptedRcpt>, 'policy' | 
   trust?: InboundTrustOptions;
   /** Each recipient's junk filter: mail that passed the sender checks and scores as spam goes to Junk. */
   junk?: { classify(box: MailboxRef, raw: Buffer): { junk: boolean; probability: number; significant: Array<{ token: string }> } | undefined };
+  /** Forwarding, SRS bounces, loop protection, plus-folders, vacation; absent: local delivery only. */
+  routing?: InboundRoutingOptions;
 };
 
-type AcceptedRcpt = { address: string; mailboxes: MailboxRef[]; greylistKey?: string };
+/** Routing beyond the local mailboxes (issue 6; config [routing]). */
+export type InboundRoutingOptions = {
+  forwarder: Forwarder;
+  /** With plus_to_folder: the user's folder for a plus-address tag (matched case-insensitively), if it exists. */
+  findFolder?: (box: MailboxRef, name: string) => Promise<string | undefined>;
+  vacation?: VacationResponder;
+  /** Where unchecked mail that must also be forwarded is held meanwhile (big messages only). */
+  spoolDir: string;
+};
+
+type AcceptedRcpt = { address: string; mailboxes: DeliveryTarget[]; greylistKey?: string; forwards?: string[] };
 
 /** Inbound SMTP: mail for local users only, stored in their Maildirs before the 250. */
 export class InboundSmtp extends SmtpListener<AcceptedRcpt> {
@@ -175,10 +196,10 @@ class MxPolicy {
     }
   }
 
-  rcptTo(address: string, session: SMTPServerSession): AcceptedRcpt {
+  async rcptTo(address: string, session: SMTPServerSession): Promise<AcceptedRcpt> {
     let accepted: AcceptedRcpt;
     try {
-      accepted = this.#resolveRecipient(address, session);
+      accepted = await this.#resolveRecipient(address, session);
     } catch (err) {
       if ((err as { responseCode?: number }).responseCode === 550 && this.#checked(session)) this.#countFailedRcpt(address, session);
       throw err;
@@ -203,7 +224,7 @@ class MxPolicy {
     throw smtpError(421, '4.7.0 Too many unknown recipients; closing connection');
   }
 
-  #resolveRecipient(address: string, session: SMTPServerSession): AcceptedRcpt {
+  async #resolveRecipient(address: string, session: SMTPServerSession): Promise<AcceptedRcpt> {
     const parts = splitAddress(address)!;
     const { directory } = this.#opts;
     if (!directory.isLocalDomain(parts.domain)) {
@@ -211,18 +232,83 @@ class MxPolicy {
       this.#log.info({ cid: session.id, peer: session.remoteAddress, rcpt: address }, 'relay attempt refused');
       throw smtpError(554, `5.7.1 Relay access denied: ${parts.domain} is not a domain of this server`);
     }
-    const resolution = directory.resolve(address);
+    const routing = this.#opts.routing;
+    let target = address;
+    if (routing && isSrsLocalPart(parts.local)) {
+      // A bounce (or reply) to a sender address we rewrote when forwarding: back to the original.
+      const reversal = await routing.forwarder.reverse(address);
+      if (!reversal.ok) {
+        this.#log.info({ cid: session.id, peer: session.remoteAddress, rcpt: address, why: reversal.reason }, 'invalid SRS address refused');
+        throw smtpError(550, `5.1.1 No such user here: <${address}> (invalid SRS address: ${reversal.reason})`);
+      }
+      const original = splitAddress(reversal.address);
+      if (!original) throw smtpError(550, `5.1.1 No such user here: <${address}>`);
+      if (!directory.isLocalDomain(original.domain)) return { address, mailboxes: [], forwards: [reversal.address] };
+      target = reversal.address;
+    }
+    const resolution = directory.resolve(target);
     if (!resolution || resolution.local.length === 0) {
       if (resolution && resolution.remote.length > 0) {
-        this.#log.warn({ cid: session.id, rcpt: address, remote: resolution.remote }, 'alias forwards only to remote addresses, and forwarding is not enabled yet');
-        throw smtpError(550, '5.7.0 This address forwards elsewhere, which this server does not do yet');
+        if (routing) return { address, mailboxes: [], forwards: resolution.remote };
+        this.#log.warn({ cid: session.id, rcpt: address, remote: resolution.remote }, 'alias forwards only to remote addresses, and forwarding is not configured');
+        throw smtpError(550, '5.7.0 This address forwards elsewhere, which this server does not do');
       }
       throw smtpError(550, `5.1.1 No such user here: <${address}>`);
     }
-    if (resolution.remote.length > 0) {
-      this.#log.warn({ cid: session.id, rcpt: address, remote: resolution.remote }, 'remote alias targets skipped: forwarding is not enabled yet');
+    if (resolution.remote.length > 0 && !routing) {
+      this.#log.warn({ cid: session.id, rcpt: address, remote: resolution.remote }, 'remote alias targets skipped: forwarding is not configured');
     }
-    return { address, mailboxes: resolution.local };
+    const mailboxes = await Promise.all(resolution.local.map((box) => this.#plusFolder(box)));
+    return { address, mailboxes, forwards: routing ? resolution.remote : undefined };
+  }
+
+  /** plus_to_folder: user+tag@ goes into the user's folder "tag" when it exists, else the INBOX. */
+  async #plusFolder(box: { user: string; domain: string; tag?: string }): Promise<DeliveryTarget> {
+    const mailbox = { user: box.user, domain: box.domain };
+    const find = this.#opts.routing?.findFolder;
+    if (!box.tag || !find) return mailbox;
+    const folder = await find(mailbox, box.tag).catch((err: unknown) => {
+      this.#log.warn({ user: `${box.user}@${box.domain}`, tag: box.tag, err: (err as Error).message }, 'cannot look up the plus-address folder; delivering into INBOX');
+      return undefined;
+    });
+    return folder ? { ...mailbox, folder } : mailbox;
+  }
+
+  /** Refuse a looping message (554 5.4.6) before anything is stored. */
+  #checkLoop(head: Buffer, tx: Transaction<AcceptedRcpt>, session: SMTPServerSession): void {
+    const forwarder = this.#opts.routing?.forwarder;
+    if (!forwarder) return;
+    const addresses = tx.rcpts.flatMap((r) => [r.address, ...r.mailboxes.map((b) => `${b.user}@${b.domain}`)]);
+    const loop = forwarder.checkLoop(head, addresses);
+    if (!loop) return;
+    this.#log.warn({ cid: session.id, peer: session.remoteAddress, rcpts: tx.rcpts.map((r) => r.address), reply: loop }, 'mail loop refused');
+    throw smtpError(554, loop);
+  }
+
+  /**
+   * The forwarding step, after the sender checks and the local copies: queue the forwarded
+   * copies (durable before the 250). Mail the checks put into Junk is not passed on.
+   */
+  async #forward(groups: ForwardGroup[], session: SMTPServerSession, sender: string, localCount: number, msg: { trace: string; head: Buffer; body: () => AsyncIterable<Uint8Array>; verdict?: AuthOutcome }): Promise<number> {
+    if (groups.length === 0) return 0;
+    if (msg.verdict?.action === 'junk') {
+      this.#log.info({ cid: session.id, from: sender, rcpts: groups.map((g) => g.rcpt) }, 'DMARC quarantine: not forwarded');
+      if (localCount === 0) throw smtpError(550, '5.7.1 Message quarantined by the sender domain\'s DMARC policy; not forwarded');
+      return 0;
+    }
+    const args = (session.envelope.mailFrom ? session.envelope.mailFrom.args : undefined) as Record<string, unknown> | false | undefined;
+    const ids = await this.#opts.routing!.forwarder.forward({
+      cid: session.id,
+      sender,
+      groups,
+      trace: msg.trace,
+      head: msg.head,
+      body: msg.body,
+      smtpUtf8: Boolean(args && args.SMTPUTF8) || /[^\x00-\x7f]/.test(sender),
+      eightBit: Boolean(args && String(args.BODY ?? '').toUpperCase() === '8BITMIME'),
+      arc: msg.verdict ? { cv: msg.verdict.arc, authResults: msg.verdict.header.replace(/^Authentication-Results:\s*/i, '').replace(/\r\n$/, '') } : undefined,
+    });
+    return ids.length;
   }
 
   /** Ask each recipient's junk filter (the prefix of a big message is enough to decide). */
@@ -256,11 +342,38 @@ class MxPolicy {
     const hostname = this.#opts.hostname;
     let verdict: AuthOutcome | undefined;
     const a = this.#trust?.auth;
+    // Routing: the header is read ahead, so a mail loop is refused before anything is stored.
+    let data: AsyncIterable<Uint8Array> = checkedData(stream, guard);
+    let originalHead: Buffer = Buffer.alloc(0);
+    if (this.#opts.routing) {
+      const peeked = await peekHeader(data);
+      try {
+        this.#checkLoop(peeked.head, tx, session);
+      } catch (err) {
+        await peeked.release();
+        throw err;
+      }
+      originalHead = peeked.head;
+      data = peeked.all;
+    }
+    const forwards = forwardGroups(tx.rcpts);
+    let forwarded = 0;
     if (!this.#auth || !a || !this.#checked(session)) {
       // Unchecked: stream straight to the store; only forged results in our name are dropped.
-      await this.#opts.store.deliver(targets, prepend(Buffer.from(header, 'utf8'), withoutOwnAuthResults(checkedData(stream, guard), hostname)));
+      if (forwards.length === 0) {
+        await this.#opts.store.deliver(targets, prepend(Buffer.from(header, 'utf8'), withoutOwnAuthResults(data, hostname)));
+      } else {
+        // Forwarded as well: held (as checked mail is), so the local copies and the forwards can each read it.
+        const held = await MessageSpool.collect(withoutOwnAuthResults(data, hostname), { memoryBytes: 1024 * 1024, dir: this.#opts.routing!.spoolDir });
+        try {
+          if (targets.length) await this.#opts.store.deliver(targets, prepend(Buffer.from(header, 'utf8'), held.read()));
+          forwarded = await this.#forward(forwards, session, sender, targets.length, { trace: receivedField(header), head: Buffer.alloc(0), body: () => held.read() });
+        } finally {
+          await held.dispose();
+        }
+      }
     } else {
-      const spool = await MessageSpool.collect(checkedData(stream, guard), { memoryBytes: a.spoolMemoryBytes, dir: a.spoolDir });
+      const spool = await MessageSpool.collect(data, { memoryBytes: a.spoolMemoryBytes, dir: a.spoolDir });
       try {
         verdict = await this.#auth.check({
           message: spool.onDisk ? () => spool.read() : spool.prefix,
@@ -290,7 +403,9 @@ class MxPolicy {
         if (end < 0 && !spool.onDisk) end = spool.prefix.length; // a message that is all header
         const head = end < 0 ? spool.prefix : stripOwnAuthResults(spool.prefix.subarray(0, end), hostname).head;
         const ours = Buffer.from(header + verdict.header, 'utf8');
-        await this.#opts.store.deliver(targets, prepend(Buffer.concat([ours, head]), spool.read(end < 0 ? spool.prefix.length : end)));
+        const rest = end < 0 ? spool.prefix.length : end;
+        if (targets.length) await this.#opts.store.deliver(targets, prepend(Buffer.concat([ours, head]), spool.read(rest)));
+        forwarded = await this.#forward(forwards, session, sender, targets.length, { trace: receivedField(header) + verdict.header, head, body: () => spool.read(rest), verdict });
       } finally {
         await spool.dispose();
       }
@@ -298,9 +413,30 @@ class MxPolicy {
     const ms = Math.round(performance.now() - started);
     if (this.#greylist) this.#greylist.confirm(tx.rcpts.flatMap((r) => (r.greylistKey ? [r.greylistKey] : [])));
     this.#opts.onDelivered?.(targets);
-    this.#log.info({ cid: session.id, peer: session.remoteAddress, from: sender, rcpts: tx.rcpts.map((r) => r.address), bytes: guard.bytes, ms, folder: targets[0]?.folder, dmarc: verdict?.dmarc }, 'message delivered');
-    return `2.6.0 Message accepted for delivery (${targets.length} mailbox${targets.length === 1 ? '' : 'es'})`;
+    this.#opts.routing?.vacation?.consider({ cid: session.id, sender, head: originalHead, deliveries: vacationDeliveries(tx.rcpts, targets) });
+    this.#log.info({ cid: session.id, peer: session.remoteAddress, from: sender, rcpts: tx.rcpts.map((r) => r.address), bytes: guard.bytes, ms, folder: targets[0]?.folder, dmarc: verdict?.dmarc, forwarded }, 'message delivered');
+    return `2.6.0 Message accepted for delivery (${targets.length} mailbox${targets.length === 1 ? '' : 'es'}${forwarded ? `, ${forwarded} forward${forwarded === 1 ? '' : 's'} queued` : ''})`;
   }
+}
+
+/** The forwarding part of each accepted recipient (remote alias targets, reversed SRS bounces). */
+function forwardGroups(rcpts: AcceptedRcpt[]): ForwardGroup[] {
+  return rcpts.flatMap((r) => (r.forwards?.length ? [{ rcpt: r.address, targets: r.forwards }] : []));
+}
+
+/** Each stored copy, with the RCPT addresses that led to it (vacation answers only those in To/Cc). */
+function vacationDeliveries(rcpts: AcceptedRcpt[], targets: DeliveryTarget[]): Array<{ box: MailboxRef; addresses: string[]; folder?: string }> {
+  return targets.map((t) => ({
+    box: { user: t.user, domain: t.domain },
+    addresses: rcpts.filter((r) => r.mailboxes.some((b) => b.user === t.user && b.domain === t.domain)).map((r) => r.address),
+    folder: t.folder,
+  }));
+}
+
+/** Our Received: field alone (forwarded copies carry no Return-Path and their own Delivered-To). */
+function receivedField(trace: string): string {
+  const at = trace.indexOf('Received:');
+  return at < 0 ? '' : trace.slice(at);
 }
 
 export function uniqueMailboxes(boxes: MailboxRef[]): MailboxRef[] {

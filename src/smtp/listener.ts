@@ -67,6 +67,8 @@ export class SmtpListener<R> {
   readonly #tx = new Map<string, Transaction<R>>();
   /** Deliveries running now, so shutdown can wait for them. */
   readonly #inFlight = new Set<Promise<unknown>>();
+  /** Called after each message is accepted (250 to DATA); ops metrics (issue 9) set it. */
+  onReceived: (() => void) | undefined;
 
   constructor(opts: SmtpListenerOptions<R>) {
     this.#opts = opts;
@@ -200,7 +202,7 @@ export class SmtpListener<R> {
       if (!tx || tx.rcpts.length === 0) throw smtpError(503, '5.5.1 No valid recipients');
       return this.#opts.policy.receive(stream, session, tx);
     })().then(
-      (reply) => cb(null, reply),
+      (reply) => (this.onReceived?.(), cb(null, reply)),
       (err: unknown) => {
         // Read (and discard) whatever the client still sends, so the reply comes after its final dot.
         if (!stream.readableEnded) stream.resume();

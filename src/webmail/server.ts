@@ -30,6 +30,8 @@ import { StoreError } from '../store/names.ts';
 import { indexFolderSoon } from '../store/user-search.ts';
 import type { ComposeRequest, Folder, LoginRequest, MessageList, MessageView, ServerEvent, Session } from './api-types.ts';
 import { buildAssets, shellHtml } from './assets.ts';
+import { autoconfigRoutes, defaultClientSettings } from './autoconfig.ts';
+import type { ClientSettings } from './autoconfig.ts';
 import type { Asset, Assets } from './assets.ts';
 import { ComposeError, compose } from './compose.ts';
 import { MAX_PAGE, findRecord, listPage, parseQuery, searchUids, summarize, threadMembers, threadPage, toSummary } from './listing.ts';
@@ -61,6 +63,10 @@ export type WebmailDeps = {
   now?: () => number;
   /** SSE heartbeat interval (tests); 25 s by default. */
   heartbeatMs?: number;
+  /** Operations endpoints (/metrics, /healthz; issue 9), mounted before the webmail's own routes. */
+  ops?: Hono;
+  /** What autoconfig, Autodiscover, MTA-STS and .mobileconfig advertise (default: standard ports on hostname). */
+  client?: ClientSettings;
 };
 
 export type WebmailApp = Hono & { sessions: SessionStore; assets(): Promise<Assets>; shutdown(): void };
@@ -210,6 +216,7 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
     log.error({ err: err instanceof Error ? err.stack : String(err), path: c.req.path }, 'webmail request failed');
     return c.json({ error: 'the server failed on this request; try again' }, 500);
   });
+  if (deps.ops) app.route('/', deps.ops); // ops (issue 9): /metrics, /healthz
   app.notFound((c) => (c.req.path.startsWith('/api/') ? c.json({ error: 'no such endpoint' }, 404) : c.text('not found', 404)));
 
   // --- the API: no caching, sized bodies, origin and CSRF checks, sessions ---
@@ -259,6 +266,8 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
     c.set('mb', await deps.mail.open({ user: s.user, domain: s.domain }));
     await next();
   };
+
+  app.route('/', autoconfigRoutes({ settings: deps.client ?? defaultClientSettings(deps.hostname), sessionOf: (c) => currentSession(c as Context<Env>) }));
 
   app.post('/api/login', async (c) => {
     const body = await jsonBody<Partial<LoginRequest>>(c);
@@ -693,7 +702,7 @@ async function ensureSpecialFolders(mb: UserMailboxes): Promise<void> {
   for (const name of SPECIAL_FOLDERS) if (!have.has(name)) await ensureFolder(mb, name);
 }
 
-export type RunningWebmail = { port: number; close(): Promise<void>; app: WebmailApp };
+export type RunningWebmail = { port: number; close(): Promise<void>; app: WebmailApp; /** ops (issue 9): certificate reload */ server: Server };
 
 /** Listen (HTTPS when `tls` is given); the UI is built before the first request is answered. */
 export async function startWebmail(deps: WebmailDeps & { listen: { host: string; port: number }; tls?: { key: Buffer | string; cert: Buffer | string } }): Promise<RunningWebmail> {
@@ -712,6 +721,7 @@ export async function startWebmail(deps: WebmailDeps & { listen: { host: string;
   return {
     port,
     app,
+    server, // ops (issue 9)
     close() {
       closing ??= new Promise<void>((resolve) => {
         app.shutdown();
