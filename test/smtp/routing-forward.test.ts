@@ -8,7 +8,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyPairSync } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SMTPServer } from 'smtp-server';
 import { authenticate } from 'mailauth';
 import { DkimSigner, dkimTxtRecord, generateDkimKey } from '../../src/smtp/dkim.ts';
 import { silentLogger } from '../../src/core/log.ts';
@@ -17,42 +16,10 @@ import type { TestSetup } from '../helpers/hearth.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import type { DnsServer } from '../helpers/dns-server.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
+import { startRemoteMx, waitFor } from '../helpers/remote-mx.ts';
 
-type Received = { from: string; to: string[]; raw: Buffer };
 
-async function startRemoteMx(policy: (rcpt: string) => 'accept' | 'reject') {
-  const received: Received[] = [];
-  const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    logger: false,
-    onRcptTo(address, _session, cb) {
-      if (policy(address.address) === 'reject') return cb(Object.assign(new Error('no such user here'), { responseCode: 550 }));
-      cb();
-    },
-    onData(stream, session, cb) {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
-        received.push({ from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks) });
-        cb();
-      });
-    },
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const port = (server.server.address() as { port: number }).port;
-  return { received, port, close: () => new Promise<void>((r) => server.close(() => r())) };
-}
 
-async function waitFor<T>(check: () => T | undefined | Promise<T | undefined>, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 async function transaction(port: number, from: string, rcpts: string[], message: Buffer | string): Promise<{ rcpts: string[]; data?: string }> {
   const c = await RawSmtp.connect(port);
@@ -89,7 +56,7 @@ describe('forwarding after the sender checks', () => {
   let senderKey: string;
 
   beforeAll(async () => {
-    remote = await startRemoteMx((rcpt) => (rcpt.startsWith('nobody@') ? 'reject' : 'accept'));
+    remote = await startRemoteMx('127.0.0.1', (rcpt) => (rcpt.startsWith('nobody@') ? 'reject' : 'accept'));
     senderKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
     records.set('s1._domainkey.sender.example', dkimTxtRecord(senderKey));
     setup = await makeSetup({

@@ -7,7 +7,6 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { simpleParser } from 'mailparser';
-import { SMTPServer } from 'smtp-server';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { generateDkimKey } from '../../src/smtp/dkim.ts';
 import { CLI, makeSetup, startTestHearth } from '../helpers/hearth.ts';
@@ -16,45 +15,10 @@ import { startDnsServer } from '../helpers/dns-server.ts';
 import type { DnsServer } from '../helpers/dns-server.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { runPython } from '../helpers/python.ts';
+import { startRemoteMx, waitFor } from '../helpers/remote-mx.ts';
 
-type Received = { from: string; to: string[]; raw: Buffer };
 
-/** A remote MX on loopback: records what it accepts; `policy` decides per recipient. */
-async function startRemoteMx(host: string, policy: (rcpt: string) => 'accept' | 'defer' | 'reject' = () => 'accept') {
-  const received: Received[] = [];
-  const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    logger: false,
-    onRcptTo(address, _session, cb) {
-      const verdict = policy(address.address);
-      if (verdict === 'defer') return cb(Object.assign(new Error('try again later'), { responseCode: 451 }));
-      if (verdict === 'reject') return cb(Object.assign(new Error('no such user here'), { responseCode: 550 }));
-      cb();
-    },
-    onData(stream, session, cb) {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
-        received.push({ from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks) });
-        cb();
-      });
-    },
-  });
-  await new Promise<void>((resolve) => server.listen(0, host, () => resolve()));
-  const port = (server.server.address() as { port: number }).port;
-  return { received, port, close: () => new Promise<void>((r) => server.close(() => r())) };
-}
 
-async function waitFor<T>(check: () => T | undefined | Promise<T | undefined>, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('sending through hearth', () => {
   let setup: TestSetup;

@@ -1,0 +1,44 @@
+// A remote domain's MX for tests: an smtp-server on loopback that records what it accepts,
+// and a bounded wait for something to happen (mail to arrive, a queue to drain).
+import { SMTPServer } from 'smtp-server';
+
+export type Received = { from: string; to: string[]; raw: Buffer };
+export type RemoteMx = { received: Received[]; port: number; close(): Promise<void> };
+
+/** `policy` decides per recipient; the default accepts everything. */
+export async function startRemoteMx(host = '127.0.0.1', policy: (rcpt: string) => 'accept' | 'defer' | 'reject' = () => 'accept'): Promise<RemoteMx> {
+  const received: Received[] = [];
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    logger: false,
+    onRcptTo(address, _session, cb) {
+      const verdict = policy(address.address);
+      if (verdict === 'defer') return cb(Object.assign(new Error('try again later'), { responseCode: 451 }));
+      if (verdict === 'reject') return cb(Object.assign(new Error('no such user here'), { responseCode: 550 }));
+      cb();
+    },
+    onData(stream, session, cb) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        received.push({ from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks) });
+        cb();
+      });
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(0, host, () => resolve()));
+  const port = (server.server.address() as { port: number }).port;
+  return { received, port, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+/** Poll `check` (every 25 ms, at most `ms`) until it returns something truthy. */
+export async function waitFor<T>(check: () => T | undefined | Promise<T | undefined>, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
