@@ -17,6 +17,7 @@ import { decode as decodeBase64 } from 'libbase64';
 import type { Logger } from '../core/log.ts';
 import type { UserMailboxes } from './mailboxes.ts';
 import { StoreError } from './names.ts';
+import { Transactions, prepareSideFile } from './sqlite.ts';
 
 export const FULLTEXT_FILE = 'hearth-fulltext.sqlite';
 const SCHEMA_VERSION = 1;
@@ -287,7 +288,7 @@ export class FullTextIndex {
   readonly #db: DatabaseSync;
   readonly #s: Record<string, StatementSync>;
   readonly #log: Logger;
-  #depth = 0;
+  readonly #tx: Transactions;
 
   /** Open (or create) the index; an unreadable file is set aside and a new one started. */
   static open(file: string, log: Logger): FullTextIndex {
@@ -315,20 +316,10 @@ export class FullTextIndex {
     this.file = file;
     this.#log = log;
     this.#db = new DatabaseSync(file);
+    this.#tx = new Transactions(this.#db);
     try {
       const db = this.#db;
-      db.exec('PRAGMA busy_timeout = 5000');
-      db.exec('PRAGMA journal_mode = WAL');
-      // A cache that can be rebuilt from the Maildir: no need to pay for FULL.
-      db.exec('PRAGMA synchronous = NORMAL');
-      const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
-      if (version !== 0 && version !== SCHEMA_VERSION) throw new Error(`full-text schema version ${version}, expected ${SCHEMA_VERSION}`);
-      if (version === 0) {
-        db.exec('BEGIN');
-        db.exec(SCHEMA);
-        db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-        db.exec('COMMIT');
-      }
+      prepareSideFile(db, { what: 'full-text', schema: SCHEMA, version: SCHEMA_VERSION });
       const p = (sql: string): StatementSync => db.prepare(sql);
       this.#s = {
         docGet: p('SELECT id FROM docs WHERE folder = ? AND uidvalidity = ? AND uid = ?'),
@@ -357,19 +348,7 @@ export class FullTextIndex {
 
   /** Run `fn` in one transaction (nested calls join the outer one): batch adds while catching up. */
   transaction<T>(fn: () => T): T {
-    if (this.#depth > 0) return fn();
-    this.#db.exec('BEGIN IMMEDIATE');
-    this.#depth++;
-    try {
-      const out = fn();
-      this.#db.exec('COMMIT');
-      return out;
-    } catch (err) {
-      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
-      throw err;
-    } finally {
-      this.#depth--;
-    }
+    return this.#tx.run(fn);
   }
 
   /** Index (or re-index) one message. */

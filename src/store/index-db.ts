@@ -5,6 +5,7 @@
 // truth, and deleting this file only costs a rebuild (with new UIDVALIDITYs).
 import { DatabaseSync } from 'node:sqlite';
 import type { StatementSync } from 'node:sqlite';
+import { Transactions } from './sqlite.ts';
 
 export const INDEX_FILE = 'hearth-index.sqlite';
 const SCHEMA_VERSION = 1;
@@ -99,11 +100,12 @@ export class IndexDb {
   readonly #s: Record<string, StatementSync>;
   /** True when this open created the schema: the caller is rebuilding from the Maildir. */
   readonly fresh: boolean;
-  #depth = 0;
+  readonly #tx: Transactions;
 
   constructor(file: string, opts: { durable: boolean }) {
     this.file = file;
     this.#db = new DatabaseSync(file);
+    this.#tx = new Transactions(this.#db);
     try {
       const db = this.#db;
       db.exec('PRAGMA busy_timeout = 5000');
@@ -168,19 +170,7 @@ export class IndexDb {
 
   /** Run `fn` in one transaction (nested calls join the outer one). */
   transaction<T>(fn: () => T): T {
-    if (this.#depth > 0) return fn();
-    this.#db.exec('BEGIN IMMEDIATE');
-    this.#depth++;
-    try {
-      const out = fn();
-      this.#db.exec('COMMIT');
-      return out;
-    } catch (err) {
-      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
-      throw err;
-    } finally {
-      this.#depth--;
-    }
+    return this.#tx.run(fn);
   }
 
   getMeta(key: string): string | undefined {

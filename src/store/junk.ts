@@ -30,6 +30,7 @@ import type { Logger } from '../core/log.ts';
 import { headersFromRaw } from './fulltext.ts';
 import { TOKENIZER_VERSION, tokenize, trainingKey } from './junk-tokens.ts';
 import { StoreError } from './names.ts';
+import { Transactions, prepareSideFile } from './sqlite.ts';
 
 export const JUNK_FILE = 'hearth-junk.sqlite';
 const SCHEMA_VERSION = 1;
@@ -145,7 +146,7 @@ export class JunkFilter {
   readonly #cache = new Map<string, Counts>();
   #counts = { spam: 0, ham: 0 };
   #dataVersion = -1;
-  #depth = 0;
+  readonly #tx: Transactions;
 
   /** Open (or create) a user's filter; an unreadable file is set aside (kept) and a new one started. */
   static open(file: string, opts: JunkFilterOptions): JunkFilter {
@@ -176,21 +177,10 @@ export class JunkFilter {
     this.minTokens = opts.minTokens ?? JUNK_DEFAULTS.minTokens;
     this.minTrained = opts.minTrained ?? JUNK_DEFAULTS.minTrained;
     this.#db = new DatabaseSync(file);
+    this.#tx = new Transactions(this.#db);
     try {
       const db = this.#db;
-      db.exec('PRAGMA busy_timeout = 5000');
-      db.exec('PRAGMA journal_mode = WAL');
-      // NORMAL in WAL mode can lose the last trainings on power loss, never corrupt: acceptable
-      // for counts that a user's next moves keep adjusting.
-      db.exec('PRAGMA synchronous = NORMAL');
-      const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
-      if (version !== 0 && version !== SCHEMA_VERSION) throw new Error(`junk filter schema version ${version}, expected ${SCHEMA_VERSION}`);
-      if (version === 0) {
-        db.exec('BEGIN');
-        db.exec(SCHEMA);
-        db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-        db.exec('COMMIT');
-      }
+      prepareSideFile(db, { what: 'junk filter', schema: SCHEMA, version: SCHEMA_VERSION });
       const p = (sql: string): StatementSync => db.prepare(sql);
       // Token lists travel as one JSON array: one statement per message, not one per token.
       this.#s = {
@@ -358,19 +348,7 @@ export class JunkFilter {
   }
 
   #transaction<T>(fn: () => T): T {
-    if (this.#depth > 0) return fn();
-    this.#db.exec('BEGIN IMMEDIATE');
-    this.#depth++;
-    try {
-      const out = fn();
-      this.#db.exec('COMMIT');
-      return out;
-    } catch (err) {
-      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
-      throw err;
-    } finally {
-      this.#depth--;
-    }
+    return this.#tx.run(fn);
   }
 }
 
