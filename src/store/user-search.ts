@@ -36,6 +36,9 @@ export function indexFolderSoon(mailboxes: UserMailboxes, folder: string): void 
   registry.get(mailboxes)?.schedule(folder);
 }
 
+/** An 'added' event this big is a folder seen for the first time, not a delivery. */
+const FIRST_SYNC_BATCH = 500;
+
 export class UserSearch {
   readonly index: FullTextIndex;
   readonly #mailboxes: UserMailboxes;
@@ -147,6 +150,10 @@ export class UserSearch {
     if (this.#closed) return;
     switch (ev.kind) {
       case 'added':
+        // A first look at a big existing folder (a POP3 login, an index rebuilt) is not new
+        // mail: indexing it all now would compete with the download that caused the sync.
+        // IMAP SELECT and webmail searches index such a folder when someone will search it.
+        if (ev.records.length >= FIRST_SYNC_BATCH && !ev.from) return;
         this.schedule(ev.folder);
         return;
       case 'expunged': {
