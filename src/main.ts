@@ -40,6 +40,7 @@ import type { InboundRoutingOptions } from './smtp/inbound.ts';
 import { SubmissionPipeline, SubmissionSmtp } from './smtp/submission.ts';
 import { startWebmail } from './webmail/server.ts';
 import { OpsRuntime } from './ops/runtime.ts'; // ops (issue 9)
+import { AcmeChallenges, acmeSettings, obtainCertificate, scheduleRenewal } from './ops/acme.ts'; // ops (issue 9): ACME
 import { CAUGHT_FOLDER, makeCatchDeliver } from './ops/catch.ts'; // ops (issue 9): serve --catch
 import { splitAddress } from './smtp/listener.ts';
 import type { MailboxRef } from './smtp/listener.ts';
@@ -85,11 +86,26 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
     // --- ops (issue 9): metrics, recent errors, certificate reload; each service registers below ---
     const ops = new OpsRuntime({ log, certFile: loaded.tlsCert, keyFile: loaded.tlsKey, catchMode: opts.catchMail });
     stoppers.push(() => ops.close());
+    // ACME: the web listener answers HTTP-01; `hearth tls acme` (tls.acme) and the renewal timer
+    // order through here, one order at a time; the reloader picks up the written files.
+    const acmeChallenges = new AcmeChallenges();
+    let acmeRun: Promise<unknown> = Promise.resolve();
+    const acmeObtain = () => {
+      const run = async () => {
+        const result = await obtainCertificate(acmeSettings(loaded), acmeChallenges, log.child({ svc: 'acme' }));
+        await ops.tls.reload('acme');
+        return result;
+      };
+      const next = acmeRun.then(run, run);
+      acmeRun = next.catch(() => undefined);
+      return next;
+    };
     // --- end of ops ---
     // Services add their own commands (queue.*) as they start.
     const controlCommands: Record<string, ControlHandler> = {
       status: async () => ({ pid: process.pid, uptime: Math.round(process.uptime()), endpoints, version: await version(), ...ops.status() }),
       'tls.reload': () => ops.tls.reload('hearth tls reload'), // ops (issue 9)
+      'tls.acme': () => acmeObtain(), // ops (issue 9)
       'users-changed': async () => {
         await directory.reload();
         return { reloaded: true };
@@ -104,6 +120,8 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
     const scheduler = new Scheduler({ log: log.child({ svc: 'scheduler' }), concurrency: config.queue.max_concurrent + 4 });
     scheduler.start();
     stoppers.push(() => scheduler.stop());
+    // ops (issue 9): ACME renewal on the delivery scheduler
+    if (config.acme.enabled) stoppers.push(scheduleRenewal({ scheduler, settings: () => acmeSettings(loaded), obtain: acmeObtain, log: log.child({ svc: 'acme' }) }));
     // Maildir spec: files left in tmp/ for 36 hours are debris of interrupted deliveries.
     scheduler.every('maildir-tmp-cleanup', 6 * HOUR, async () => {
       const removed = await store.cleanTmp(36 * HOUR);
@@ -330,6 +348,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
             authenticate: mailBackend.authenticate,
             limiter: ops.limiter('http', limiter), // ops (issue 9)
             ops: ops.http(), // ops (issue 9): /metrics, /healthz
+            acme: acmeChallenges.routes(), // ops (issue 9): ACME HTTP-01
             mail,
             summaries,
             pipeline,

@@ -127,6 +127,37 @@ export function registerOpsCommands(program: Command): void {
       process.stdout.write(`reloaded; the certificate is valid until ${r.notAfter}\n`);
     });
 
+  tlsCmd
+    .command('acme')
+    .description('get a certificate for [acme] domains (default: hostname) from the ACME CA ([acme] directory_url), answering HTTP-01 on the web listener, and install it as tls.cert / tls.key')
+    .option('-c, --config <dir>', 'config folder (default: $HEARTH_CONFIG or ./config)')
+    .option('--timeout <seconds>', 'how long the order may take', '300')
+    .action(async (opts: { config?: string; timeout: string }) => {
+      const loaded = await loadConfig(configDirOf(opts));
+      const { AcmeChallenges, acmeSettings, obtainCertificate } = await import('../ops/acme.ts');
+      const timeoutMs = Math.max(10, Number(opts.timeout) || 300) * 1000;
+      type Obtained = { names: string[]; notAfter: string; issuer: string; certFile: string };
+      let result: Obtained;
+      try {
+        // The running server answers the challenge on its web listener and reloads afterwards.
+        result = (await controlRequest(join(loaded.dataDir, 'hearth.sock'), 'tls.acme', {}, timeoutMs)) as Obtained;
+      } catch (err) {
+        if ((err as HearthError).code !== 'CONTROL_NOT_RUNNING') throw err;
+        // No server: answer on the web listener's address for the length of the order.
+        const web = loaded.config.listeners.http;
+        if (!web?.enabled) throw new HearthError('CLI_ACME_NO_WEB', 'HTTP-01 needs the web listener: configure [listeners.http] (reachable as http://NAME/ on port 80)');
+        if (web.tls !== 'plain') process.stderr.write('note: the web listener is HTTPS; the CA asks over plain HTTP on port 80, so something must forward that to it\n');
+        const challenges = new AcmeChallenges();
+        const server = await challenges.listen(web.listen.host, web.listen.port);
+        try {
+          result = await obtainCertificate(acmeSettings(loaded), challenges, silentLogger());
+        } finally {
+          server.close();
+        }
+      }
+      process.stdout.write(`certificate for ${result.names.join(', ')} issued by ${result.issuer}, valid until ${result.notAfter}\n  written to ${result.certFile}\n`);
+    });
+
   program
     .command('doctor')
     .description('check DNS records, reverse DNS, the certificate, the queue and outbound port 25; each problem with its fix')

@@ -193,6 +193,28 @@ const clientSection = z
   .prefault({});
 // --- end of client setup -------------------------------------------------------------------
 
+// --- ACME (issue 9): certificates from Let's Encrypt or another RFC 8555 CA ----------------
+// `hearth tls acme` orders one (HTTP-01 on the web listener, which must be reachable as
+// http://<each name>/ on port 80); with enabled = true the server also renews it on its own.
+const acmeSection = z
+  .strictObject({
+    /** Renew automatically (a check twice a day; renews when fewer than renew_before remain). */
+    enabled: z.boolean().default(false),
+    /** The CA's ACME directory. Let's Encrypt staging: https://acme-staging-v02.api.letsencrypt.org/directory */
+    directory_url: z.url().default('https://acme-v02.api.letsencrypt.org/directory'),
+    /** Contact for expiry and policy mail from the CA (optional). */
+    email: z.email().optional(),
+    /** Names the certificate covers (default: hostname); each must point at this server. */
+    domains: z.array(domainName).default([]),
+    /** The ACME account key (made, mode 0600, on first use), relative to the config folder. */
+    account_key_file: z.string().min(1).default('tls/acme-account.key'),
+    /** Extra CA certificate(s) (PEM) trusted for the directory's HTTPS: only for test CAs like pebble. */
+    ca_file: z.string().min(1).optional(),
+    renew_before: duration.prefault('30d'),
+  })
+  .prefault({});
+// --- end of ACME ----------------------------------------------------------------------------
+
 export const ConfigSchema = z.strictObject({
   /** The name this server gives itself in greetings and Received: headers. */
   hostname: domainName,
@@ -293,6 +315,8 @@ export const ConfigSchema = z.strictObject({
   gather: gatherSection,
   // client setup (issue 9): section defined above
   client: clientSection,
+  // ACME (issue 9): section defined above
+  acme: acmeSection,
 });
 
 export type HearthConfig = z.output<typeof ConfigSchema>;

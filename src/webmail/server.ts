@@ -65,6 +65,8 @@ export type WebmailDeps = {
   heartbeatMs?: number;
   /** Operations endpoints (/metrics, /healthz; issue 9), mounted before the webmail's own routes. */
   ops?: Hono;
+  /** ACME HTTP-01 answers (/.well-known/acme-challenge/:token; issue 9). */
+  acme?: Hono;
   /** What autoconfig, Autodiscover, MTA-STS and .mobileconfig advertise (default: standard ports on hostname). */
   client?: ClientSettings;
 };
@@ -217,6 +219,7 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
     return c.json({ error: 'the server failed on this request; try again' }, 500);
   });
   if (deps.ops) app.route('/', deps.ops); // ops (issue 9): /metrics, /healthz
+  if (deps.acme) app.route('/', deps.acme); // ops (issue 9): ACME HTTP-01 challenges
   app.notFound((c) => (c.req.path.startsWith('/api/') ? c.json({ error: 'no such endpoint' }, 404) : c.text('not found', 404)));
 
   // --- the API: no caching, sized bodies, origin and CSRF checks, sessions ---
