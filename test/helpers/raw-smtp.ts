@@ -1,66 +1,46 @@
 // A raw SMTP conversation over a socket, for tests that need byte-exact control (smuggling,
-// pipelining, oversized lines) that real clients refuse to send.
-import net from 'node:net';
-import tls from 'node:tls';
+// pipelining, oversized lines) that real clients refuse to send. Lines come from RawLines;
+// this adds SMTP's multi-line replies.
+import { RawLines } from './raw-lines.ts';
 
 export class RawSmtp {
-  socket: net.Socket;
-  #buffer = '';
-  #waiters: Array<() => void> = [];
-  closed = false;
+  readonly #lines: RawLines;
 
-  private constructor(socket: net.Socket) {
-    this.socket = socket;
-    this.#attach();
-  }
-
-  #attach(): void {
-    this.socket.setEncoding('utf8');
-    this.socket.on('data', (d: string) => {
-      this.#buffer += d;
-      for (const w of this.#waiters.splice(0)) w();
-    });
-    const onClose = () => {
-      this.closed = true;
-      for (const w of this.#waiters.splice(0)) w();
-    };
-    this.socket.on('close', onClose);
-    this.socket.on('end', onClose);
-    this.socket.on('error', () => undefined);
+  private constructor(lines: RawLines) {
+    this.#lines = lines;
   }
 
   static async connect(port: number): Promise<RawSmtp> {
-    const socket = net.connect(port, '127.0.0.1');
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', () => resolve());
-      socket.once('error', reject);
-    });
-    return new RawSmtp(socket);
+    return new RawSmtp(await RawLines.connect(port));
   }
 
-  /** Read one complete (possibly multi-line) reply; resolves with its text, or '' on close. */
+  get closed(): boolean {
+    return this.#lines.closed;
+  }
+
+  /** The socket now in use (a TLSSocket after starttls()). */
+  get socket(): import('node:net').Socket {
+    return this.#lines.socket;
+  }
+
+  /** One complete (possibly multi-line) reply with its CRLFs; '' when the server closed first. */
   async reply(timeoutMs = 10_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
+    let text = '';
     for (;;) {
-      const m = /^(?:\d{3}-[^\n]*\n)*\d{3}(?: [^\n]*)?\r?\n/.exec(this.#buffer);
-      if (m) {
-        this.#buffer = this.#buffer.slice(m[0].length);
-        return m[0];
+      let line: string;
+      try {
+        line = await this.#lines.line(timeoutMs);
+      } catch (err) {
+        if (this.#lines.closed) return text;
+        throw err;
       }
-      if (this.closed) return '';
-      if (Date.now() > deadline) throw new Error(`no reply; buffer: ${JSON.stringify(this.#buffer)}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.max(1, deadline - Date.now()));
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
+      text += `${line}\r\n`;
+      if (/^\d{3}(?: |$)/.test(line)) return text;
     }
   }
 
   send(data: string | Buffer): void {
-    this.socket.write(data);
+    this.#lines.socket.write(data);
   }
 
   async command(line: string): Promise<string> {
@@ -68,20 +48,11 @@ export class RawSmtp {
     return this.reply();
   }
 
-  async starttls(): Promise<void> {
-    const plain = this.socket;
-    plain.removeAllListeners('data');
-    const secure = tls.connect({ socket: plain, rejectUnauthorized: false });
-    await new Promise<void>((resolve, reject) => {
-      secure.once('secureConnect', () => resolve());
-      secure.once('error', reject);
-    });
-    this.socket = secure;
-    this.#buffer = '';
-    this.#attach();
+  starttls(): Promise<void> {
+    return this.#lines.starttls();
   }
 
   close(): void {
-    this.socket.destroy();
+    this.#lines.close();
   }
 }
