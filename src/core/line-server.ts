@@ -24,7 +24,8 @@ export type LineSessionLike = {
 /** How long close() lets sessions say goodbye before cutting the connections that remain. */
 const CLOSE_GRACE_MS = 5_000;
 
-export type LineServerOptions<S extends LineSessionLike> = {
+/** What a protocol's server takes besides its session options (POP3, IMAP). */
+export type LineServiceOptions = {
   log: Logger;
   tls: 'plain' | 'starttls' | 'implicit';
   /** Certificate and key (PEM) for STARTTLS and implicit TLS. */
@@ -32,6 +33,9 @@ export type LineServerOptions<S extends LineSessionLike> = {
   maxLine: number;
   connectionsPerIp: number;
   maxConnections: number;
+};
+
+export type LineServerOptions<S extends LineSessionLike> = LineServiceOptions & {
   /** The line sent to a client over its address's connection cap, before closing. */
   tooManyConnections: string;
   /** Builds a session; `tlsContext` is set when the session may offer STARTTLS. */

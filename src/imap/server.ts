@@ -2,20 +2,12 @@
 // LineServer whose connections are ImapSessions. Knows nothing of the store beyond the
 // ImapBackend interface.
 import { LineServer } from '../core/line-server.ts';
-import type { Logger } from '../core/log.ts';
+import type { LineServiceOptions } from '../core/line-server.ts';
 import { StateMachine } from '../core/state-machine.ts';
 import { ImapSession, STATES } from './session.ts';
 import type { ImapSessionOptions } from './session.ts';
 
-export type ImapServerOptions = Omit<ImapSessionOptions, 'log' | 'tlsContext'> & {
-  log: Logger;
-  tls: 'plain' | 'starttls' | 'implicit';
-  /** Certificate and key (PEM) for STARTTLS and implicit TLS. */
-  tlsCredentials?: { key: Buffer; cert: Buffer };
-  maxLine: number;
-  connectionsPerIp: number;
-  maxConnections: number;
-};
+export type ImapServerOptions = Omit<ImapSessionOptions, 'log' | 'tlsContext'> & LineServiceOptions;
 
 export class ImapServer extends LineServer<ImapSession> {
   constructor(opts: ImapServerOptions) {
