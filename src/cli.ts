@@ -60,7 +60,12 @@ export function buildCli(): Command {
     .description('run the mail server; with no config, writes an embedded default for domain localhost first')
     .option('-c, --config <dir>', 'config folder (default: $HEARTH_CONFIG or ./config)')
     .option('--catch', "test mode: every outbound message goes to the sender's Caught folder instead of leaving")
-    .action(async (opts: { config?: string; catch?: boolean }) => {
+    .option('--log-format <format>', 'pretty (lines for a person) or json (one JSON object per line); default: pretty on a terminal, json otherwise')
+    .action(async (opts: { config?: string; catch?: boolean; logFormat?: string }) => {
+      if (opts.logFormat !== undefined) {
+        if (opts.logFormat !== 'pretty' && opts.logFormat !== 'json') throw new HearthError('CLI_USAGE', '--log-format must be pretty or json');
+        process.env.HEARTH_LOG = opts.logFormat;
+      }
       const configDir = configDirOf(opts);
       const setup = await ensureDefaultConfig(configDir);
       if (setup.created) {

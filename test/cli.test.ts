@@ -116,3 +116,13 @@ describe('hearth CLI', () => {
     }
   });
 });
+
+describe('hearth serve --log-format', () => {
+  it('refuses an unknown format with a usage error', async () => {
+    const r = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(process.execPath, [CLI, 'serve', '--log-format', 'xml', '--config', '/nonexistent'], { timeout: 30_000 }, (err, _o, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr })),
+    );
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('--log-format must be pretty or json');
+  });
+});
