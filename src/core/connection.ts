@@ -23,6 +23,8 @@ export class LineConnection {
   reader!: LineReader;
   writer!: SocketWriter;
   readonly remoteAddress: string;
+  /** Picks a certificate by the name the client asks for at STARTTLS (set by the server). */
+  sni: ((name: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void) | undefined;
   readonly #h: LineConnectionHandlers;
   #secure: boolean;
   #closed = false;
@@ -114,7 +116,7 @@ export class LineConnection {
     this.reader.pause();
     plain.removeAllListeners('data');
     plain.removeAllListeners('end');
-    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: context });
+    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: context, SNICallback: this.sni });
     try {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('TLS handshake timed out')), timeoutMs);

@@ -154,6 +154,8 @@ export class LineServer<S extends LineSessionLike> {
       { secure },
     );
     this.#connections.add(conn);
+    // STARTTLS picks certificates by name like implicit TLS does; no match keeps the session's context.
+    conn.sni = (name, cb) => (this.#sni ? this.#sni(name, cb) : cb(null, undefined));
     session = this.#opts.createSession(conn, log, this.#opts.tls === 'starttls' ? this.#tlsContext : undefined);
     this.#sessions.add(session);
     log.debug({ secure }, 'connection accepted');

@@ -70,3 +70,21 @@ export async function readUntil(socket: NodeJS.ReadableStream, pattern: RegExp, 
     socket.on('data', onData);
   });
 }
+
+/** The certificate an IMAP STARTTLS upgrade gets, asking for `servername` (SNI). */
+export async function imapStarttlsFingerprintAt(port: number, servername: string): Promise<string> {
+  const net = await import('node:net');
+  const tls = await import('node:tls');
+  const plain = net.connect(port, '127.0.0.1');
+  await readUntil(plain, /^\* OK/m);
+  plain.write('s1 STARTTLS\r\n');
+  await readUntil(plain, /^s1 OK/m);
+  const secure = tls.connect({ socket: plain, servername, rejectUnauthorized: false });
+  await new Promise<void>((resolve, reject) => {
+    secure.once('secureConnect', () => resolve());
+    secure.once('error', reject);
+  });
+  const fingerprint = secure.getPeerCertificate().fingerprint256;
+  secure.destroy();
+  return fingerprint;
+}

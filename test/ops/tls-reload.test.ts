@@ -12,7 +12,7 @@ import { ALL_LISTENERS, makeSetup, spawnHearth, startTestHearth } from '../helpe
 import type { ChildHearth, TestSetup } from '../helpers/hearth.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { until } from '../config/helpers.ts';
-import { fingerprintAt, installPair, makePair, readUntil, tlsConnect } from './helpers.ts';
+import { fingerprintAt, installPair, makePair, readUntil, tlsConnect, imapStarttlsFingerprintAt } from './helpers.ts';
 
 const TOML = `${ALL_LISTENERS}
 [listeners.submissions]
@@ -131,6 +131,9 @@ describe('TLS reload', () => {
     await until(async () => (await fingerprintAt(imaps, 'mail.other.test')) === other.fingerprint, 10_000);
     expect(await fingerprintAt(imaps, 'mx.test.example')).toBe(next.fingerprint);
     expect(await fingerprintAt(imaps)).toBe(next.fingerprint);
+    // STARTTLS on plain IMAP picks by name too.
+    expect(await imapStarttlsFingerprintAt(hearth.port('imap'), 'mail.other.test')).toBe(other.fingerprint);
+    expect(await imapStarttlsFingerprintAt(hearth.port('imap'), 'mx.test.example')).toBe(next.fingerprint);
     expect(new X509Certificate(other.cert).checkHost('mail.other.test')).toBe('mail.other.test');
   }, 60_000);
 });
