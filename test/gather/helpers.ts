@@ -1,6 +1,6 @@
 // Shared bits of the gather tests: a "remote" hearth (IMAP and POP3 on loopback, a user with
 // mail) and a "local" hearth that gathers from it, plus readers for what arrived locally.
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { controlRequest } from '../../src/core/control.ts';
 import { ALL_LISTENERS, makeSetup, startTestHearth } from '../helpers/hearth.ts';
@@ -128,4 +128,16 @@ export function duplicates(messages: LocalMessage[]): string[] {
 /** The messages one account delivered (tests share a local mailbox). */
 export function mine(messages: LocalMessage[], accountId: string): LocalMessage[] {
   return messages.filter((m) => m.tag?.startsWith(`${accountId} `));
+}
+
+/**
+ * Empty bob's mailboxes between tests. The remote server keeps bob's index open, so it is
+ * stopped first (deleting under it would leave it writing to deleted files and serving a
+ * stale mailbox), then started again on new ports.
+ */
+export async function resetRemote(remote: Remote): Promise<void> {
+  await remote.hearth.close();
+  await rm(join(remote.setup.dataDir, 'example.test', 'bob'), { recursive: true, force: true });
+  remote.hearth = await startTestHearth(remote.setup);
+  Object.assign(remote, { imap: remote.hearth.port('imap'), imaps: remote.hearth.port('imaps'), pop3: remote.hearth.port('pop3'), pop3s: remote.hearth.port('pop3s') });
 }

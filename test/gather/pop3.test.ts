@@ -2,7 +2,7 @@
 // scripted hostile servers; and gathering over POP3 in copy and move modes.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { once } from 'node:events';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import tls from 'node:tls';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -10,7 +10,7 @@ import { silentLogger } from '../../src/core/log.ts';
 import { StateMachine } from '../../src/core/state-machine.ts';
 import { POP3_CODE_PATTERN, POP3_STATES, Pop3Client, Pop3Error } from '../../src/gather/pop3-client.ts';
 import type { TestSetup } from '../helpers/hearth.ts';
-import { REMOTE_PASS, REMOTE_USER, addAccount, control, duplicates, localMessages, mine, message, runAccount, seedRemote, startLocal, startRemote } from './helpers.ts';
+import { REMOTE_PASS, REMOTE_USER, addAccount, control, duplicates, localMessages, mine, message, runAccount, seedRemote, startLocal, startRemote, resetRemote } from './helpers.ts';
 import type { Remote, Running } from './helpers.ts';
 
 const log = silentLogger();
@@ -160,7 +160,7 @@ describe('gather over POP3', () => {
   });
   afterEach(async () => {
     for (const acct of (await control(local.hearth, 'gather.list')) as Array<{ id: string }>) await control(local.hearth, 'gather.remove', { id: acct.id });
-    await rm(join(remote.setup.dataDir, 'example.test', 'bob'), { recursive: true, force: true });
+    await resetRemote(remote);
   });
 
   it('copy mode: collects by UIDL once, leaves mail on the server', async () => {
