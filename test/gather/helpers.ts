@@ -141,3 +141,28 @@ export async function resetRemote(remote: Remote): Promise<void> {
   remote.hearth = await startTestHearth(remote.setup);
   Object.assign(remote, { imap: remote.hearth.port('imap'), imaps: remote.hearth.port('imaps'), pop3: remote.hearth.port('pop3'), pop3s: remote.hearth.port('pop3s') });
 }
+
+export type GatherPair = { remote: Remote; local: { setup: TestSetup; hearth: Running } };
+
+/**
+ * A remote hearth (bob's mailbox, the account collected from) and a local one (alice, who
+ * collects), shared by a describe block: every test starts with no accounts and an empty bob.
+ */
+export function useGatherPair(hooks: { beforeAll(fn: () => Promise<void>): void; afterAll(fn: () => Promise<void>): void; afterEach(fn: () => Promise<void>): void }): GatherPair {
+  const pair = {} as GatherPair;
+  hooks.beforeAll(async () => {
+    pair.remote = await startRemote();
+    pair.local = await startLocal();
+  });
+  hooks.afterAll(async () => {
+    await pair.local?.hearth.close();
+    await pair.remote?.hearth.close();
+    await pair.local?.setup.cleanup();
+    await pair.remote?.setup.cleanup();
+  });
+  hooks.afterEach(async () => {
+    for (const acct of (await control(pair.local.hearth, 'gather.list')) as Array<{ id: string }>) await control(pair.local.hearth, 'gather.remove', { id: acct.id });
+    await resetRemote(pair.remote);
+  });
+  return pair;
+}

@@ -4,10 +4,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImapFlow } from 'imapflow';
-import type { TestSetup } from '../helpers/hearth.ts';
 import { startTestHearth } from '../helpers/hearth.ts';
-import { LOCAL_USER, REMOTE_PASS, REMOTE_USER, addAccount, control, duplicates, localMessages, mine, message, resetRemote, runAccount, seedRemote, startLocal, startRemote } from './helpers.ts';
-import type { Remote, Running } from './helpers.ts';
+import { LOCAL_USER, REMOTE_PASS, REMOTE_USER, addAccount, control, duplicates, localMessages, mine, message, runAccount, seedRemote, useGatherPair } from './helpers.ts';
+import type { Remote } from './helpers.ts';
 
 function imapClient(port: number, user: string, pass: string): ImapFlow {
   return new ImapFlow({ host: '127.0.0.1', port, secure: false, doSTARTTLS: false, auth: { user, pass }, logger: false, disableAutoIdle: true });
@@ -28,32 +27,15 @@ async function remoteState(remote: Remote, folder = 'INBOX'): Promise<Map<number
 }
 
 describe('gather over IMAP', () => {
-  let remote: Remote;
-  let local: { setup: TestSetup; hearth: Running };
-
-  beforeAll(async () => {
-    remote = await startRemote();
-    local = await startLocal();
-  });
-  afterAll(async () => {
-    await local?.hearth.close();
-    await remote?.hearth.close();
-    await local?.setup.cleanup();
-    await remote?.setup.cleanup();
-  });
-  afterEach(async () => {
-    // Each test starts from empty mailboxes on both sides (accounts get fresh names).
-    for (const acct of (await control(local.hearth, 'gather.list')) as Array<{ id: string }>) await control(local.hearth, 'gather.remove', { id: acct.id });
-    await resetRemote(remote);
-  });
+  const pair = useGatherPair({ beforeAll, afterAll, afterEach });
 
   it('copy mode: collects every message once, byte for byte, keeps them remotely, and only new ones next time', async () => {
     const originals = [message('one'), message('two'), message('three')];
-    await seedRemote(remote, originals);
-    const id = await addAccount(local.hearth, remote);
-    const first = await runAccount(local.hearth, id);
+    await seedRemote(pair.remote, originals);
+    const id = await addAccount(pair.local.hearth, pair.remote);
+    const first = await runAccount(pair.local.hearth, id);
     expect(first).toMatchObject({ ok: true, result: { collected: 3, deleted: 0 } });
-    let got = mine(await localMessages(local.setup.dataDir), id);
+    let got = mine(await localMessages(pair.local.setup.dataDir), id);
     expect(got.map((m) => m.subject).sort()).toEqual(['one', 'three', 'two']);
     // The original follows the trace header and the Received line unchanged.
     for (const m of got) {
@@ -62,34 +44,34 @@ describe('gather over IMAP', () => {
       expect(m.content.toString()).toMatch(new RegExp(`^X-Hearth-Gathered: ${id} imap:INBOX;UIDVALIDITY=\\d+;UID=\\d+\\r\\nReceived: from 127\\.0\\.0\\.1 by mx\\.test\\.example with IMAP \\(hearth gather ${id}\\); `));
       expect(m.dir).toBe('new'); // copy mode: arrives as new mail
     }
-    expect((await remoteState(remote)).size).toBe(3); // still there
+    expect((await remoteState(pair.remote)).size).toBe(3); // still there
     // \Seen was not set remotely: copy mode opens read-only and peeks.
-    expect([...(await remoteState(remote)).values()].every((f) => !f.includes('\\Seen'))).toBe(true);
+    expect([...(await remoteState(pair.remote)).values()].every((f) => !f.includes('\\Seen'))).toBe(true);
 
-    expect(await runAccount(local.hearth, id)).toMatchObject({ ok: true, result: { collected: 0 } });
-    await seedRemote(remote, [message('four')]);
-    expect(await runAccount(local.hearth, id)).toMatchObject({ ok: true, result: { collected: 1 } });
-    got = mine(await localMessages(local.setup.dataDir), id);
+    expect(await runAccount(pair.local.hearth, id)).toMatchObject({ ok: true, result: { collected: 0 } });
+    await seedRemote(pair.remote, [message('four')]);
+    expect(await runAccount(pair.local.hearth, id)).toMatchObject({ ok: true, result: { collected: 1 } });
+    got = mine(await localMessages(pair.local.setup.dataDir), id);
     expect(got).toHaveLength(4);
     expect(duplicates(got)).toEqual([]);
 
-    const [view] = (await control(local.hearth, 'gather.status', { id })) as Array<{ status: { totalCollected: number; lastCollected: number; lastOkAt: number; lastError?: string } }>;
+    const [view] = (await control(pair.local.hearth, 'gather.status', { id })) as Array<{ status: { totalCollected: number; lastCollected: number; lastOkAt: number; lastError?: string } }>;
     expect(view.status).toMatchObject({ totalCollected: 4, lastCollected: 1 });
     expect(view.status.lastError).toBeUndefined();
   });
 
-  it('keeps the internal date and delivers into the chosen folder (created if missing), from several remote folders', async () => {
-    await seedRemote(remote, [message('in inbox')]);
-    const c = imapClient(remote.imap, REMOTE_USER, REMOTE_PASS);
+  it('keeps the internal date and delivers into the chosen folder (created if missing), from several pair.remote folders', async () => {
+    await seedRemote(pair.remote, [message('in inbox')]);
+    const c = imapClient(pair.remote.imap, REMOTE_USER, REMOTE_PASS);
     await c.connect();
     await c.mailboxCreate('Archive');
     await c.append('Archive', message('archived'), [], new Date('2020-05-06T07:08:09Z'));
     await c.logout();
-    const id = await addAccount(local.hearth, remote, { folders: ['INBOX', 'Archive'], target: 'Gathered' });
-    expect(await runAccount(local.hearth, id)).toMatchObject({ ok: true, result: { collected: 2 } });
-    const got = mine(await localMessages(local.setup.dataDir, LOCAL_USER, 'Gathered'), id);
+    const id = await addAccount(pair.local.hearth, pair.remote, { folders: ['INBOX', 'Archive'], target: 'Gathered' });
+    expect(await runAccount(pair.local.hearth, id)).toMatchObject({ ok: true, result: { collected: 2 } });
+    const got = mine(await localMessages(pair.local.setup.dataDir, LOCAL_USER, 'Gathered'), id);
     expect(got.map((m) => m.subject).sort()).toEqual(['archived', 'in inbox']);
-    const lc = imapClient(local.hearth.port('imap'), LOCAL_USER, 'alice-password');
+    const lc = imapClient(pair.local.hearth.port('imap'), LOCAL_USER, 'alice-password');
     await lc.connect();
     await lc.mailboxOpen('Gathered');
     const dates = new Map<string, string>();
@@ -99,22 +81,22 @@ describe('gather over IMAP', () => {
   });
 
   it('move mode: deletes remotely only what is stored here, and nothing is lost or doubled', async () => {
-    await seedRemote(remote, [message('m1'), message('m2')]);
-    const id = await addAccount(local.hearth, remote, { mode: 'move' });
-    expect(await runAccount(local.hearth, id)).toMatchObject({ ok: true, result: { collected: 2, deleted: 2 } });
-    expect((await remoteState(remote)).size).toBe(0);
-    expect((mine(await localMessages(local.setup.dataDir), id)).map((m) => m.subject).sort()).toEqual(['m1', 'm2']);
-    await seedRemote(remote, [message('m3')]);
-    expect(await runAccount(local.hearth, id)).toMatchObject({ ok: true, result: { collected: 1, deleted: 1 } });
-    const got = mine(await localMessages(local.setup.dataDir), id);
+    await seedRemote(pair.remote, [message('m1'), message('m2')]);
+    const id = await addAccount(pair.local.hearth, pair.remote, { mode: 'move' });
+    expect(await runAccount(pair.local.hearth, id)).toMatchObject({ ok: true, result: { collected: 2, deleted: 2 } });
+    expect((await remoteState(pair.remote)).size).toBe(0);
+    expect((mine(await localMessages(pair.local.setup.dataDir), id)).map((m) => m.subject).sort()).toEqual(['m1', 'm2']);
+    await seedRemote(pair.remote, [message('m3')]);
+    expect(await runAccount(pair.local.hearth, id)).toMatchObject({ ok: true, result: { collected: 1, deleted: 1 } });
+    const got = mine(await localMessages(pair.local.setup.dataDir), id);
     expect(got).toHaveLength(3);
     expect(duplicates(got)).toEqual([]);
   });
 
   it('mirror mode: keeps flags on arrival and mirrors later changes both ways', async () => {
-    await seedRemote(remote, [message('seen-there'), message('plain')]);
+    await seedRemote(pair.remote, [message('seen-there'), message('plain')]);
     // Mark one \Seen and \Flagged remotely before the first pull.
-    let rc = imapClient(remote.imap, REMOTE_USER, REMOTE_PASS);
+    let rc = imapClient(pair.remote.imap, REMOTE_USER, REMOTE_PASS);
     await rc.connect();
     await rc.mailboxOpen('INBOX');
     const uids = new Map<string, number>();
@@ -122,18 +104,18 @@ describe('gather over IMAP', () => {
     await rc.messageFlagsAdd(String(uids.get('seen-there')), ['\\Seen', '\\Flagged'], { uid: true });
     await rc.logout();
 
-    const id = await addAccount(local.hearth, remote, { mode: 'mirror' });
-    expect(await runAccount(local.hearth, id)).toMatchObject({ ok: true, result: { collected: 2 } });
-    let got = mine(await localMessages(local.setup.dataDir), id);
+    const id = await addAccount(pair.local.hearth, pair.remote, { mode: 'mirror' });
+    expect(await runAccount(pair.local.hearth, id)).toMatchObject({ ok: true, result: { collected: 2 } });
+    let got = mine(await localMessages(pair.local.setup.dataDir), id);
     expect(got.find((m) => m.subject === 'seen-there')!.flags).toBe('FS');
 
     // Remote change: 'plain' becomes \Answered there. Local change: 'seen-there' loses \Flagged here.
-    rc = imapClient(remote.imap, REMOTE_USER, REMOTE_PASS);
+    rc = imapClient(pair.remote.imap, REMOTE_USER, REMOTE_PASS);
     await rc.connect();
     await rc.mailboxOpen('INBOX');
     await rc.messageFlagsAdd(String(uids.get('plain')), ['\\Answered'], { uid: true });
     await rc.logout();
-    const lc = imapClient(local.hearth.port('imap'), LOCAL_USER, 'alice-password');
+    const lc = imapClient(pair.local.hearth.port('imap'), LOCAL_USER, 'alice-password');
     await lc.connect();
     await lc.mailboxOpen('INBOX');
     const luid = new Map<string, number>();
@@ -141,56 +123,56 @@ describe('gather over IMAP', () => {
     await lc.messageFlagsRemove(String(luid.get('seen-there')), ['\\Flagged'], { uid: true });
     await lc.logout();
 
-    const r = await runAccount(local.hearth, id);
+    const r = await runAccount(pair.local.hearth, id);
     expect(r).toMatchObject({ ok: true, result: { collected: 0, flagsToLocal: 1, flagsToRemote: 1 } });
-    got = mine(await localMessages(local.setup.dataDir), id);
+    got = mine(await localMessages(pair.local.setup.dataDir), id);
     expect(got.find((m) => m.subject === 'plain')!.flags).toBe('R');
     expect(got.find((m) => m.subject === 'seen-there')!.flags).toBe('S');
-    const remoteFlags = await remoteState(remote);
+    const remoteFlags = await remoteState(pair.remote);
     expect(remoteFlags.get(uids.get('seen-there')!)).toEqual(['\\Seen']);
     expect(remoteFlags.get(uids.get('plain')!)).toEqual(['\\Answered']);
     // Steady state: nothing more to do.
-    expect(await runAccount(local.hearth, id)).toMatchObject({ ok: true, result: { flagsToLocal: 0, flagsToRemote: 0 } });
+    expect(await runAccount(pair.local.hearth, id)).toMatchObject({ ok: true, result: { flagsToLocal: 0, flagsToRemote: 0 } });
   });
 
   it('a refused password stops the account and says what to do; a new password resumes it', async () => {
-    await seedRemote(remote, [message('after fix')]);
-    const id = await addAccount(local.hearth, remote, { intervalMs: 1000 }, 'wrong-password');
-    const r = await runAccount(local.hearth, id);
+    await seedRemote(pair.remote, [message('after fix')]);
+    const id = await addAccount(pair.local.hearth, pair.remote, { intervalMs: 1000 }, 'wrong-password');
+    const r = await runAccount(pair.local.hearth, id);
     expect(r.ok).toBe(false);
     expect(r.code).toBe('GATHER_AUTH_FAILED');
     expect(r.error).toContain(`the server refused the password for ${REMOTE_USER} at 127.0.0.1`);
     expect(r.error).toContain(`hearth gather passwd ${id}`);
     expect(r.error).not.toContain('wrong-password');
-    const [view] = (await control(local.hearth, 'gather.status', { id })) as Array<{ status: { stopped: boolean; lastError: string } }>;
+    const [view] = (await control(pair.local.hearth, 'gather.status', { id })) as Array<{ status: { stopped: boolean; lastError: string } }>;
     expect(view.status.stopped).toBe(true);
-    await control(local.hearth, 'gather.passwd', { id, password: REMOTE_PASS });
+    await control(pair.local.hearth, 'gather.passwd', { id, password: REMOTE_PASS });
     // Resumed by the scheduler (no manual run): the mail arrives.
     const { eventually } = await import('./helpers.ts');
-    await eventually(async () => ((mine(await localMessages(local.setup.dataDir), id)).length === 1 ? true : undefined), 15_000);
-    const [after] = (await control(local.hearth, 'gather.status', { id })) as Array<{ status: { stopped: boolean; lastError?: string } }>;
+    await eventually(async () => ((mine(await localMessages(pair.local.setup.dataDir), id)).length === 1 ? true : undefined), 15_000);
+    const [after] = (await control(pair.local.hearth, 'gather.status', { id })) as Array<{ status: { stopped: boolean; lastError?: string } }>;
     expect(after.status.stopped).toBe(false);
   });
 
   it('a UIDVALIDITY change re-syncs by Message-ID without duplicates', async () => {
-    await seedRemote(remote, [message('a'), message('b')]);
-    const id = await addAccount(local.hearth, remote);
-    expect(await runAccount(local.hearth, id)).toMatchObject({ ok: true, result: { collected: 2 } });
-    // Rebuild the remote index: the server hands out a new UIDVALIDITY for the same messages.
-    await remote.hearth.close();
-    await rm(join(remote.setup.dataDir, 'example.test', 'bob', 'hearth-index.sqlite'), { force: true });
-    await rm(join(remote.setup.dataDir, 'example.test', 'bob', 'hearth-index.sqlite-wal'), { force: true });
-    await rm(join(remote.setup.dataDir, 'example.test', 'bob', 'hearth-index.sqlite-shm'), { force: true });
-    remote.hearth = await startTestHearth(remote.setup);
-    remote.imap = remote.hearth.port('imap');
-    remote.pop3 = remote.hearth.port('pop3');
-    await seedRemote(remote, [message('c')]);
+    await seedRemote(pair.remote, [message('a'), message('b')]);
+    const id = await addAccount(pair.local.hearth, pair.remote);
+    expect(await runAccount(pair.local.hearth, id)).toMatchObject({ ok: true, result: { collected: 2 } });
+    // Rebuild the pair.remote index: the server hands out a new UIDVALIDITY for the same messages.
+    await pair.remote.hearth.close();
+    await rm(join(pair.remote.setup.dataDir, 'example.test', 'bob', 'hearth-index.sqlite'), { force: true });
+    await rm(join(pair.remote.setup.dataDir, 'example.test', 'bob', 'hearth-index.sqlite-wal'), { force: true });
+    await rm(join(pair.remote.setup.dataDir, 'example.test', 'bob', 'hearth-index.sqlite-shm'), { force: true });
+    pair.remote.hearth = await startTestHearth(pair.remote.setup);
+    pair.remote.imap = pair.remote.hearth.port('imap');
+    pair.remote.pop3 = pair.remote.hearth.port('pop3');
+    await seedRemote(pair.remote, [message('c')]);
     // The account points at the old port: re-add it under the same name (the ledger is kept).
-    await control(local.hearth, 'gather.remove', { id });
-    await addAccount(local.hearth, remote, { name: id });
-    const r = await runAccount(local.hearth, id);
+    await control(pair.local.hearth, 'gather.remove', { id });
+    await addAccount(pair.local.hearth, pair.remote, { name: id });
+    const r = await runAccount(pair.local.hearth, id);
     expect(r).toMatchObject({ ok: true, result: { collected: 1, remapped: 2 } });
-    const got = mine(await localMessages(local.setup.dataDir), id);
+    const got = mine(await localMessages(pair.local.setup.dataDir), id);
     expect(got.map((m) => m.subject).sort()).toEqual(['a', 'b', 'c']);
   });
 });

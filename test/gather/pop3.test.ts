@@ -9,9 +9,8 @@ import { join } from 'node:path';
 import { silentLogger } from '../../src/core/log.ts';
 import { StateMachine } from '../../src/core/state-machine.ts';
 import { POP3_CODE_PATTERN, POP3_STATES, Pop3Client, Pop3Error } from '../../src/gather/pop3-client.ts';
-import type { TestSetup } from '../helpers/hearth.ts';
-import { REMOTE_PASS, REMOTE_USER, addAccount, control, duplicates, localMessages, mine, message, runAccount, seedRemote, startLocal, startRemote, resetRemote } from './helpers.ts';
-import type { Remote, Running } from './helpers.ts';
+import { REMOTE_PASS, REMOTE_USER, addAccount, duplicates, localMessages, mine, message, runAccount, seedRemote, startRemote, useGatherPair } from './helpers.ts';
+import type { Remote } from './helpers.ts';
 
 const log = silentLogger();
 
@@ -146,58 +145,43 @@ describe('POP3 client', () => {
 });
 
 describe('gather over POP3', () => {
-  let remote: Remote;
-  let local: { setup: TestSetup; hearth: Running };
-  beforeAll(async () => {
-    remote = await startRemote();
-    local = await startLocal();
-  });
-  afterAll(async () => {
-    await local?.hearth.close();
-    await remote?.hearth.close();
-    await local?.setup.cleanup();
-    await remote?.setup.cleanup();
-  });
-  afterEach(async () => {
-    for (const acct of (await control(local.hearth, 'gather.list')) as Array<{ id: string }>) await control(local.hearth, 'gather.remove', { id: acct.id });
-    await resetRemote(remote);
-  });
+  const pair = useGatherPair({ beforeAll, afterAll, afterEach });
 
   it('copy mode: collects by UIDL once, leaves mail on the server', async () => {
-    await seedRemote(remote, [message('p1'), message('p2')]);
-    const id = await addAccount(local.hearth, remote, { protocol: 'pop3' });
-    expect(await runAccount(local.hearth, id)).toMatchObject({ ok: true, result: { collected: 2, deleted: 0 } });
-    expect(await runAccount(local.hearth, id)).toMatchObject({ ok: true, result: { collected: 0 } });
-    await seedRemote(remote, [message('p3')]);
-    expect(await runAccount(local.hearth, id)).toMatchObject({ ok: true, result: { collected: 1 } });
-    const got = mine(await localMessages(local.setup.dataDir), id);
+    await seedRemote(pair.remote, [message('p1'), message('p2')]);
+    const id = await addAccount(pair.local.hearth, pair.remote, { protocol: 'pop3' });
+    expect(await runAccount(pair.local.hearth, id)).toMatchObject({ ok: true, result: { collected: 2, deleted: 0 } });
+    expect(await runAccount(pair.local.hearth, id)).toMatchObject({ ok: true, result: { collected: 0 } });
+    await seedRemote(pair.remote, [message('p3')]);
+    expect(await runAccount(pair.local.hearth, id)).toMatchObject({ ok: true, result: { collected: 1 } });
+    const got = mine(await localMessages(pair.local.setup.dataDir), id);
     expect(got.map((m) => m.subject).sort()).toEqual(['p1', 'p2', 'p3']);
     expect(duplicates(got)).toEqual([]);
     expect(got[0].content.toString()).toMatch(/^X-Hearth-Gathered: \S+ pop3:UIDL=\S+\r\nReceived: from 127\.0\.0\.1 by mx\.test\.example with POP3/);
   });
 
-  it('move mode over STLS: deletes after the local copy is recorded, commits with QUIT', async () => {
-    await seedRemote(remote, [message('q1'), message('q2')]);
-    const id = await addAccount(local.hearth, remote, { protocol: 'pop3', mode: 'move', tls: 'starttls', insecureTls: true });
-    expect(await runAccount(local.hearth, id)).toMatchObject({ ok: true, result: { collected: 2, deleted: 2 } });
-    const c = new Pop3Client({ host: '127.0.0.1', port: remote.pop3, tls: 'none', log });
+  it('move mode over STLS: deletes after the pair.local copy is recorded, commits with QUIT', async () => {
+    await seedRemote(pair.remote, [message('q1'), message('q2')]);
+    const id = await addAccount(pair.local.hearth, pair.remote, { protocol: 'pop3', mode: 'move', tls: 'starttls', insecureTls: true });
+    expect(await runAccount(pair.local.hearth, id)).toMatchObject({ ok: true, result: { collected: 2, deleted: 2 } });
+    const c = new Pop3Client({ host: '127.0.0.1', port: pair.remote.pop3, tls: 'none', log });
     await c.connect();
     await c.login(REMOTE_USER, REMOTE_PASS);
     expect(await c.uidl()).toEqual([]);
     await c.quit();
-    expect((mine(await localMessages(local.setup.dataDir), id)).map((m) => m.subject).sort()).toEqual(['q1', 'q2']);
+    expect((mine(await localMessages(pair.local.setup.dataDir), id)).map((m) => m.subject).sort()).toEqual(['q1', 'q2']);
   });
 
   it('a refused password stops and reports', async () => {
-    const id = await addAccount(local.hearth, remote, { protocol: 'pop3' }, 'bad-password');
-    const r = await runAccount(local.hearth, id);
+    const id = await addAccount(pair.local.hearth, pair.remote, { protocol: 'pop3' }, 'bad-password');
+    const r = await runAccount(pair.local.hearth, id);
     expect(r).toMatchObject({ ok: false, code: 'GATHER_AUTH_FAILED' });
     expect(r.error).toContain(`hearth gather passwd ${id}`);
   });
 
   it('refuses mirror mode and clear text to a non-loopback host when the account is added', async () => {
-    await expect(addAccount(local.hearth, remote, { protocol: 'pop3', mode: 'mirror' })).rejects.toThrow(/mirror mode needs IMAP/);
-    await expect(addAccount(local.hearth, remote, { host: 'mail.example.net', tls: 'none' })).rejects.toThrow(/only allowed for a server on this machine/);
-    await expect(addAccount(local.hearth, remote, { owner: 'nobody@example.test' })).rejects.toThrow(/is not a user here/);
+    await expect(addAccount(pair.local.hearth, pair.remote, { protocol: 'pop3', mode: 'mirror' })).rejects.toThrow(/mirror mode needs IMAP/);
+    await expect(addAccount(pair.local.hearth, pair.remote, { host: 'mail.example.net', tls: 'none' })).rejects.toThrow(/only allowed for a server on this machine/);
+    await expect(addAccount(pair.local.hearth, pair.remote, { owner: 'nobody@example.test' })).rejects.toThrow(/is not a user here/);
   });
 });
