@@ -205,8 +205,9 @@ describe('webmail in chromium', () => {
     expect(await compose.locator('input[name=to]').inputValue()).toBe('Bob <bob@example.test>');
     const body = await compose.locator('textarea').inputValue();
     expect(body).toMatch(/On .+, Bob wrote:\n> Did this show up by itself\?/);
-    await compose.locator('textarea').press('Home');
-    await compose.locator('textarea').pressSequentially('Yes it did, live.');
+    // The composer puts the caret at the top of the body itself; type where it put it.
+    await page.waitForFunction(() => document.activeElement instanceof HTMLTextAreaElement && document.activeElement.selectionStart === 0);
+    await page.keyboard.type('Yes it did, live.');
     // Let the autosave write a draft first: sending must remove it from Drafts.
     await compose.locator('.draft-status', { hasText: 'Draft saved' }).waitFor({ timeout: 10_000 });
     await compose.locator('button[type=submit]').click();

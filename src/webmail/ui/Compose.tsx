@@ -1,6 +1,6 @@
 // Writing mail: compose, reply, forward. Files come from the picker or are dropped on the
 // form; the draft is saved to Drafts a few seconds after each change, replacing the last copy.
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import type { JSX, TargetedEvent } from 'preact';
 import type { ComposeRequest } from '../api-types.ts';
 import { api, ApiError, fileToBase64, folderPath } from './api.ts';
@@ -74,7 +74,9 @@ export function Compose(props: { draft: Draft & { draftUid?: number } }): JSX.El
     return () => clearInterval(timer);
   }, []);
 
-  useEffect(() => {
+  // A layout effect, so the caret is placed before the first keystroke can arrive
+  // (a plain effect runs after paint, and moved the caret under a fast typist).
+  useLayoutEffect(() => {
     // Replies start in the body, above the quote; new messages in To.
     if (d.to && body.current) {
       body.current.focus();
