@@ -141,6 +141,9 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
     });
     Object.assign(controlCommands, vacationCommands(routing.vacation, (address) => isUser(directory, address)));
     const smtpListener = config.listeners.smtp;
+    // The MX starts listening only once the queue and DKIM keys are up (below): forwarding and
+    // vacation need them, and mail in the first milliseconds would otherwise get a 451.
+    let startMx: (() => Promise<void>) | undefined;
     if (smtpListener?.enabled) {
       const inbound = new InboundSmtp({
         hostname: config.hostname,
@@ -157,6 +160,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
         maxConnections: config.limits.connections,
         idleTimeoutMs: config.timeouts.smtp_idle,
         closeTimeoutMs: config.timeouts.shutdown_grace,
+        postmasterDomain: () => directory.primaryDomain,
         // Wake IDLE sessions and POP3/IMAP views of these mailboxes (and folders) at once.
         onDelivered: (boxes) => {
           for (const box of boxes) void mail.notifyDelivered(box, box.folder);
@@ -165,9 +169,12 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
         routing,
       });
       ops.smtp('smtp', inbound, tls ? smtpListener.tls : 'plain'); // ops (issue 9)
-      const bound = await listenOrExplain(() => inbound.listen(smtpListener.listen.port, smtpListener.listen.host), 'smtp', smtpListener.listen);
-      endpoints.push({ service: 'smtp', ...bound, tls: smtpListener.tls });
-      stoppers.push(() => inbound.close());
+      startMx = async () => {
+        const bound = await listenOrExplain(() => inbound.listen(smtpListener.listen.port, smtpListener.listen.host), 'smtp', smtpListener.listen);
+        endpoints.push({ service: 'smtp', ...bound, tls: smtpListener.tls });
+        // Pushed after the queue's stopper, so it stops first: no forward meets a stopped queue.
+        stoppers.push(() => inbound.close());
+      };
     }
     // One limiter for every login path, so guesses cannot be spread over protocols.
     const limiter = new LoginLimiter({
@@ -234,6 +241,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
     Object.assign(controlCommands, queueCommands(queue));
     const dkimKeys = await loadDkimKeys(loaded.dir, log.child({ svc: 'dkim' }));
     const dkim = new DkimSigner(dkimKeys, log.child({ svc: 'dkim' }));
+    await startMx?.();
     const pipeline = new SubmissionPipeline({
       hostname: config.hostname,
       log: log.child({ svc: 'submission' }),

@@ -69,6 +69,12 @@ export class Directory extends EventEmitter<{ reload: [ReloadEvent] }> {
     return this.#domains.has(domain.toLowerCase());
   }
 
+  /** The first configured local domain: where a bare `RCPT TO:<postmaster>` goes (RFC 5321 4.5.1). */
+  get primaryDomain(): string | undefined {
+    for (const domain of this.#domains) return domain;
+    return undefined;
+  }
+
   setDomains(domains: string[]): void {
     this.#domains = new Set(domains.map((d) => d.toLowerCase()));
   }

@@ -44,6 +44,8 @@ export type SmtpListenerOptions<R> = {
   idleTimeoutMs: number;
   /** How long in-flight transactions may run after close() before they get 421. */
   closeTimeoutMs: number;
+  /** The domain a bare `RCPT TO:<postmaster>` belongs to; RFC 5321 4.5.1 requires accepting it. */
+  postmasterDomain?: () => string | undefined;
 };
 
 type Counted = SMTPServerSession & { hearthCounted?: boolean };
@@ -186,6 +188,8 @@ export class SmtpListener<R> {
   }
 
   async #onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
+    const postmasterDomain = /^postmaster$/i.test(address.address) ? this.#opts.postmasterDomain?.() : undefined;
+    if (postmasterDomain) address = { ...address, address: `postmaster@${postmasterDomain}` };
     if (!splitAddress(address.address)) throw smtpError(553, '5.1.3 Recipient address must be user@domain');
     let tx = this.#tx.get(session.id);
     if (!tx) {

@@ -106,6 +106,9 @@ describe('routing on the MX (trusted loopback client)', () => {
   it('always has postmaster@ and abuse@ (first user of the domain unless an alias says otherwise); the catch-all still works', async () => {
     expect((await transaction(hearth.smtpPort, 'friend@sender.example', ['postmaster@example.test', 'Abuse@example.test'], message('to the postmaster'))).data).toMatch(/^250 /);
     expect(await inboxWith('alice@example.test', 'to the postmaster')).toHaveLength(1);
+    // RFC 5321 4.5.1: the bare `RCPT TO:<Postmaster>` (no domain) is the first local domain's.
+    expect((await transaction(hearth.smtpPort, 'friend@sender.example', ['Postmaster'], message('bare postmaster'))).data).toMatch(/^250 /);
+    expect(await inboxWith('alice@example.test', 'bare postmaster')).toHaveLength(1);
     // family.test: postmaster -> its first user (carol); abuse -> the alias (bob); the rest -> the catch-all (carol).
     expect((await transaction(hearth.smtpPort, 'friend@sender.example', ['postmaster@family.test'], message('family postmaster'))).data).toMatch(/^250 /);
     expect(await inboxWith('carol@family.test', 'family postmaster')).toHaveLength(1);
