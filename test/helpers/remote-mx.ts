@@ -42,3 +42,18 @@ export async function waitFor<T>(check: () => T | undefined | Promise<T | undefi
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/** The config lines that send a test hearth's remote mail to this MX, found through this DNS server. */
+export function relayToml(remote: { port: number }, dns: { port: number }): string {
+  return `[relay]\nmx_port = ${remote.port}\n[dns]\nservers = ["127.0.0.1:${dns.port}"]\ntimeout = "2s"\n`;
+}
+
+type Stoppable = { close(): Promise<unknown> } | { cleanup(): Promise<unknown> } | undefined;
+
+/** For afterAll: stop a suite's parts in the order given (hearth first); parts never started are skipped. */
+export async function stopAll(...parts: Stoppable[]): Promise<void> {
+  for (const part of parts) {
+    if (!part) continue;
+    await ('close' in part ? part.close() : part.cleanup());
+  }
+}

@@ -7,6 +7,7 @@ import type { Running } from '../imap/imap-helpers.ts';
 import type { TestSetup } from '../helpers/hearth.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import type { DnsServer } from '../helpers/dns-server.ts';
+import { stopAll } from '../helpers/remote-mx.ts';
 
 const SPAM_WORDS = ['cheap', 'pills', 'casino', 'bonus', 'winner', 'crypto', 'investment', 'guaranteed', 'unsubscribe', 'exclusive', 'offer', 'limited', 'viagra', 'lottery', 'prize', 'click', 'urgent', 'million'];
 const HAM_WORDS = ['dinner', 'sunday', 'garden', 'school', 'grandma', 'recipe', 'holiday', 'photos', 'birthday', 'football', 'homework', 'library', 'weekend', 'kitchen', 'bicycle', 'concert', 'picnic', 'neighbours'];
@@ -34,11 +35,7 @@ describe('junk filter in the running server', () => {
     // check_loopback: our test client is on loopback, and only checked mail is scored.
     ({ setup, hearth } = await startImapHearth(`[inbound]\ncheck_loopback = true\n[dns]\nservers = ["127.0.0.1:${dns.port}"]\ntimeout = "2s"\n`));
   });
-  afterAll(async () => {
-    await hearth?.close();
-    await dns?.close();
-    await setup?.cleanup();
-  });
+  afterAll(() => stopAll(hearth, dns, setup));
 
   it('learns from moves into and out of Junk, then files new spam into Junk and ham into INBOX', async () => {
     for (let i = 0; i < 12; i++) await deliver(hearth.smtpPort, 'alice@example.test', `spam ${i}`, spam(i));

@@ -16,7 +16,7 @@ import type { TestSetup } from '../helpers/hearth.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import type { DnsServer } from '../helpers/dns-server.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
-import { startRemoteMx, waitFor } from '../helpers/remote-mx.ts';
+import { relayToml, startRemoteMx, stopAll, waitFor } from '../helpers/remote-mx.ts';
 
 
 
@@ -79,15 +79,10 @@ describe('forwarding after the sender checks', () => {
     });
     const { writeFile } = await import('node:fs/promises');
     const toml = await readFile(join(setup.configDir, 'hearth.toml'), 'utf8');
-    await writeFile(join(setup.configDir, 'hearth.toml'), `${toml}\n[relay]\nmx_port = ${remote.port}\n[dns]\nservers = ["127.0.0.1:${dns.port}"]\ntimeout = "2s"\n`);
+    await writeFile(join(setup.configDir, 'hearth.toml'), `${toml}\n${relayToml(remote, dns)}`);
     hearth = await startTestHearth(setup);
   });
-  afterAll(async () => {
-    await hearth?.close();
-    await remote?.close();
-    await dns?.close();
-    await setup?.cleanup();
-  });
+  afterAll(() => stopAll(hearth, remote, dns, setup));
 
   /** mailauth as the destination would run it, with our records. */
   const resolver = async (name: string, type: string): Promise<string[][]> => {

@@ -10,7 +10,7 @@ import type { TestSetup } from '../helpers/hearth.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import type { DnsServer } from '../helpers/dns-server.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
-import { startRemoteMx, waitFor } from '../helpers/remote-mx.ts';
+import { relayToml, startRemoteMx, stopAll, waitFor } from '../helpers/remote-mx.ts';
 
 
 
@@ -68,18 +68,13 @@ describe('routing on the MX (trusted loopback client)', () => {
         'abuse@family.test: bob@example.test',
         '@family.test: carol@family.test',
       ].join('\n'),
-      toml: `[relay]\nmx_port = ${remote.port}\n[dns]\nservers = ["127.0.0.1:${dns.port}"]\ntimeout = "2s"\n[queue]\nfirst_retry = "200ms"\n[routing]\nplus_to_folder = true\nmax_received = 20\n`,
+      toml: relayToml(remote, dns) + `[queue]\nfirst_retry = "200ms"\n[routing]\nplus_to_folder = true\nmax_received = 20\n`,
     });
     hearth = await startTestHearth(setup);
     // alice has a folder "Shopping"; plus-addresses with that tag (any case) go there.
     await hearth.store.ensureMaildir({ user: 'alice', domain: 'example.test' }, 'Shopping');
   });
-  afterAll(async () => {
-    await hearth?.close();
-    await remote?.close();
-    await dns?.close();
-    await setup?.cleanup();
-  });
+  afterAll(() => stopAll(hearth, remote, dns, setup));
 
   const inboxWith = async (address: string, text: string) => (await inboxFiles(setup.dataDir, address)).filter((f) => f.content.includes(text));
 

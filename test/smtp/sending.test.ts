@@ -15,7 +15,7 @@ import { startDnsServer } from '../helpers/dns-server.ts';
 import type { DnsServer } from '../helpers/dns-server.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { runPython } from '../helpers/python.ts';
-import { startRemoteMx, waitFor } from '../helpers/remote-mx.ts';
+import { relayToml, startRemoteMx, stopAll, waitFor } from '../helpers/remote-mx.ts';
 
 
 
@@ -47,18 +47,13 @@ describe('sending through hearth', () => {
     setup = await makeSetup({
       aliases: 'postmaster@example.test: alice@example.test\nfamily@family.test: alice@example.test, bob@example.test\nfwd@example.test: bob@example.test, outside@remote.example\n',
       toml: `[listeners.submission]\nlisten = "127.0.0.1:0"\ntls = "starttls"\n[listeners.submissions]\nlisten = "127.0.0.1:0"\ntls = "implicit"\n` +
-        `[relay]\nmx_port = ${remote.port}\n[dns]\nservers = ["127.0.0.1:${dns.port}"]\ntimeout = "2s"\n[queue]\nfirst_retry = "200ms"\n[auth]\nplaintext = "never"\n`,
+        relayToml(remote, dns) + `[queue]\nfirst_retry = "200ms"\n[auth]\nplaintext = "never"\n`,
     });
     const made = await generateDkimKey(setup.configDir, 'example.test', 'test1', 'rsa');
     dkimRecords.set(made.name, made.record);
     hearth = await startTestHearth(setup);
   });
-  afterAll(async () => {
-    await hearth?.close();
-    await remote?.close();
-    await dns?.close();
-    await setup?.cleanup();
-  });
+  afterAll(() => stopAll(hearth, remote, dns, setup));
 
   const submit = (port: number, secure: boolean) =>
     nodemailer.createTransport({ host: '127.0.0.1', port, secure, requireTLS: !secure, tls: { rejectUnauthorized: false }, auth: { user: 'alice@example.test', pass: 'alice-password' } });

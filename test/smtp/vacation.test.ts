@@ -12,7 +12,7 @@ import type { DnsServer } from '../helpers/dns-server.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { headerFields } from '../../src/smtp/forwarding.ts';
 import { validateVacation, vacationActive, whyNoAutoReply } from '../../src/smtp/vacation.ts';
-import { startRemoteMx, waitFor } from '../helpers/remote-mx.ts';
+import { relayToml, startRemoteMx, stopAll, waitFor } from '../helpers/remote-mx.ts';
 
 
 
@@ -57,16 +57,11 @@ describe('vacation auto-replies', () => {
     });
     setup = await makeSetup({
       aliases: 'team@example.test: bob@example.test\n',
-      toml: `[relay]\nmx_port = ${remote.port}\n[dns]\nservers = ["127.0.0.1:${dns.port}"]\ntimeout = "2s"\n[queue]\nfirst_retry = "200ms"\n`,
+      toml: relayToml(remote, dns) + `[queue]\nfirst_retry = "200ms"\n`,
     });
     hearth = await startTestHearth(setup);
   });
-  afterAll(async () => {
-    await hearth?.close();
-    await remote?.close();
-    await dns?.close();
-    await setup?.cleanup();
-  });
+  afterAll(() => stopAll(hearth, remote, dns, setup));
 
   const replies = () => remote.received.filter((m) => m.from === '' && m.raw.includes('Auto-Submitted: auto-replied'));
   const queueEmpty = async () => {
