@@ -141,6 +141,15 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
     });
     Object.assign(controlCommands, vacationCommands(routing.vacation, (address) => isUser(directory, address)));
     const smtpListener = config.listeners.smtp;
+    // What the MX and both submission listeners share from [limits] and [timeouts].
+    const smtpLimits = {
+      maxMessageBytes: config.limits.message_size,
+      maxRecipients: config.limits.recipients,
+      connectionsPerIp: config.limits.connections_per_ip,
+      maxConnections: config.limits.connections,
+      idleTimeoutMs: config.timeouts.smtp_idle,
+      closeTimeoutMs: config.timeouts.shutdown_grace,
+    };
     // The MX starts listening only once the queue and DKIM keys are up (below): forwarding and
     // vacation need them, and mail in the first milliseconds would otherwise get a 451.
     let startMx: (() => Promise<void>) | undefined;
@@ -154,12 +163,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
         tls: smtpListener.tls !== 'plain' && !tls ? 'plain' : smtpListener.tls,
         key: tls?.key,
         cert: tls?.cert,
-        maxMessageBytes: config.limits.message_size,
-        maxRecipients: config.limits.recipients,
-        connectionsPerIp: config.limits.connections_per_ip,
-        maxConnections: config.limits.connections,
-        idleTimeoutMs: config.timeouts.smtp_idle,
-        closeTimeoutMs: config.timeouts.shutdown_grace,
+        ...smtpLimits,
         postmasterDomain: () => directory.primaryDomain,
         // Wake IDLE sessions and POP3/IMAP views of these mailboxes (and folders) at once.
         onDelivered: (boxes) => {
@@ -271,12 +275,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
         key: tls?.key,
         cert: tls?.cert,
         plaintextAuth: config.auth.plaintext,
-        maxMessageBytes: config.limits.message_size,
-        maxRecipients: config.limits.recipients,
-        connectionsPerIp: config.limits.connections_per_ip,
-        maxConnections: config.limits.connections,
-        idleTimeoutMs: config.timeouts.smtp_idle,
-        closeTimeoutMs: config.timeouts.shutdown_grace,
+        ...smtpLimits,
       });
       ops.smtp(service, server, listener.tls); // ops (issue 9)
       const bound = await listenOrExplain(() => server.listen(listener.listen.port, listener.listen.host), service, listener.listen);
