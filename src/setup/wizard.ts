@@ -75,19 +75,15 @@ export function configToml(a: SetupAnswers): string {
     (a.tls.kind === 'self-signed' ? `# self-signed by \`hearth setup\`: clients warn until you put a real certificate here\n` : '') +
     `cert = ${q(tls.cert)}\nkey = ${q(tls.key)}\n\n` +
     `[auth]\nplaintext = "never"        # passwords only over TLS\n\n` +
-    listener('smtp', 'starttls', 'mail from other servers (port 25 on the internet)') +
-    '\n' +
-    listener('submission', 'starttls', 'mail clients sending') +
-    '\n' +
-    listener('submissions', 'implicit', 'mail clients sending, implicit TLS') +
-    '\n' +
-    listener('imap', 'starttls', 'mail clients reading') +
-    '\n' +
-    listener('imaps', 'implicit', 'mail clients reading, implicit TLS') +
-    '\n' +
-    listener('pop3', 'starttls', 'POP3') +
-    '\n' +
-    listener('pop3s', 'implicit', 'POP3, implicit TLS') +
+    [
+      listener('smtp', 'starttls', 'mail from other servers (port 25 on the internet)'),
+      listener('submission', 'starttls', 'mail clients sending'),
+      listener('submissions', 'implicit', 'mail clients sending, implicit TLS'),
+      listener('imap', 'starttls', 'mail clients reading'),
+      listener('imaps', 'implicit', 'mail clients reading, implicit TLS'),
+      listener('pop3', 'starttls', 'POP3'),
+      listener('pop3s', 'implicit', 'POP3, implicit TLS'),
+    ].join('\n') +
     '\n' +
     `[listeners.http]          # webmail, autoconfig, MTA-STS; put an HTTPS proxy for ${a.hostname}:443 in front\nlisten = "127.0.0.1:8080"\ntls = "plain"\n\n` +
     `[relay]\n${relay}\n` +
