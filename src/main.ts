@@ -380,6 +380,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
       const { GatherService } = await import('./gather/service.ts');
       const { StoreSink } = await import('./gather/sink.ts');
       const { gatherCommands } = await import('./gather/commands.ts');
+      const { gatherAuthFromConfig } = await import('./gather/auth.ts');
       const g = config.gather;
       const gather = new GatherService({
         dataDir: loaded.dataDir,
@@ -389,6 +390,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
         hostname: config.hostname,
         fsync: config.fsync,
         junkFolder: config.inbound.junk_folder,
+        auth: gatherAuthFromConfig(config),
         settings: { intervalMs: g.interval, idle: g.idle, firstBackoffMs: g.first_backoff, maxBackoffMs: g.max_backoff, timeoutMs: g.timeout, parallel: g.parallel, batchSize: g.batch },
         isLocalAddress: (address) => (directory.resolve(address)?.local ?? []).some((b) => `${b.user}@${b.domain}` === address.toLowerCase()),
       });

@@ -152,6 +152,13 @@ const gatherSection = z
     batch: z.number().int().min(1).max(1000).default(100),
     /** Score gathered INBOX mail with the owner's junk filter (junk goes to [inbound] junk_folder). */
     junk_filter: z.boolean().default(true),
+    /**
+     * Check DKIM, ARC and DMARC on gathered mail and add Authentication-Results (SPF is the
+     * provider's: there is no connecting IP here); each account may override. DNS as [inbound].
+     */
+    auth_checks: z.boolean().default(true),
+    /** Mail the provider received longer ago than this is not checked (DKIM keys get rotated). */
+    auth_max_age: duration.prefault('7d'),
   })
   .prefault({});
 // --- end of gathering ----------------------------------------------------------------------

@@ -42,6 +42,10 @@ export type GatherAccount = {
   /** Use IMAP IDLE for near-instant pickup where the server offers it. Default true. */
   idle?: boolean;
   enabled?: boolean;
+  /** Check DKIM/ARC/DMARC on collected mail; the config's [gather] auth_checks when absent. */
+  authChecks?: boolean;
+  /** Trust the provider's Authentication-Results with this authserv-id (e.g. mx.google.com). */
+  trustAuthResults?: string;
 };
 
 const ACCOUNTS_FILE = 'accounts.json';
@@ -88,6 +92,8 @@ export function validateAccount(a: GatherAccount): GatherAccount {
   for (const f of a.folders) if (!f || /[\r\n\0]/.test(f)) bad(`remote folder ${JSON.stringify(f)} is not a folder name`);
   if (!a.target || /(^|\/)\.\.?($|\/)|[\r\n\0]/.test(a.target)) bad(`local folder ${JSON.stringify(a.target)} is not a folder name`);
   if (a.intervalMs !== undefined && (!Number.isFinite(a.intervalMs) || a.intervalMs < 1000)) bad('the interval must be at least 1s');
+  // An authserv-id as providers write it: a host name (RFC 8601 2.5).
+  if (a.trustAuthResults !== undefined && !/^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(a.trustAuthResults)) bad(`the provider's authserv-id ${JSON.stringify(a.trustAuthResults)} should be a host name like mx.google.com`);
   return a;
 }
 

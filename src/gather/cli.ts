@@ -21,7 +21,7 @@ type Offline = { commands: Record<string, (args: Record<string, unknown>) => Pro
 
 /** A GatherService on the data directory, for when no server runs. Its scheduler never starts. */
 async function openOffline(loaded: LoadedConfig): Promise<Offline> {
-  const [{ GatherService }, { StoreSink }, { gatherCommands }, { Scheduler }, { silentLogger, createLogger }, { MaildirStore }, { MailStore }, { JunkFilters }, { Directory }] = await Promise.all([
+  const [{ GatherService }, { StoreSink }, { gatherCommands }, { Scheduler }, { silentLogger, createLogger }, { MaildirStore }, { MailStore }, { JunkFilters }, { Directory }, { gatherAuthFromConfig }] = await Promise.all([
     import('./service.ts'),
     import('./sink.ts'),
     import('./commands.ts'),
@@ -31,6 +31,7 @@ async function openOffline(loaded: LoadedConfig): Promise<Offline> {
     import('../store/mailboxes.ts'),
     import('../store/junk-filters.ts'),
     import('../config/directory.ts'),
+    import('./auth.ts'),
   ]);
   const { config } = loaded;
   const log = process.env.HEARTH_LOG ? createLogger('warn') : silentLogger();
@@ -47,6 +48,7 @@ async function openOffline(loaded: LoadedConfig): Promise<Offline> {
     hostname: config.hostname,
     fsync: config.fsync,
     junkFolder: config.inbound.junk_folder,
+    auth: gatherAuthFromConfig(config),
     settings: { intervalMs: g.interval, idle: false, timeoutMs: g.timeout, parallel: g.parallel, batchSize: g.batch },
     isLocalAddress: (address) => (directory.resolve(address)?.local ?? []).some((b) => `${b.user}@${b.domain}` === address.toLowerCase()),
   });
@@ -126,7 +128,7 @@ export function registerGatherCommands(program: Command, deps: GatherCliDeps): v
     const s = a.status;
     const now = Date.now();
     const where = `${a.protocol}${a.tls === 'implicit' ? 's' : ''}://${a.user}@${a.host}:${a.port}${a.protocol === 'imap' ? `/${a.folders.join(',')}` : ''}`;
-    process.stdout.write(`${a.id}  ${where} -> ${a.owner}/${a.target}  [${a.mode}, every ${ago(a.intervalMs)}${a.protocol === 'imap' && a.idle !== false ? ', IDLE' : ''}${a.enabled === false ? ', disabled' : ''}]\n`);
+    process.stdout.write(`${a.id}  ${where} -> ${a.owner}/${a.target}  [${a.mode}, every ${ago(a.intervalMs)}${a.protocol === 'imap' && a.idle !== false ? ', IDLE' : ''}${a.enabled === false ? ', disabled' : ''}${a.authChecks === false ? ', no auth checks' : a.trustAuthResults ? `, trusts ${a.trustAuthResults}` : ''}]\n`);
     const lines: string[] = [];
     if (s.running) lines.push(s.progress && s.progress.total > 0 ? `running: ${s.progress.folder} ${s.progress.done}/${s.progress.total}` : 'running');
     if (s.lastRunAt) lines.push(`last run ${ago(now - s.lastRunAt)} ago${s.lastOkAt === undefined || s.lastError ? '' : `, ${plural(s.lastCollected ?? 0, 'new message')}`}`);
@@ -179,11 +181,14 @@ export function registerGatherCommands(program: Command, deps: GatherCliDeps): v
     .option('--mode <mode>', 'copy (leave on the server), move (delete there once stored here), mirror (copy and keep flags in step)', 'copy')
     .option('--interval <duration>', 'time between pulls, e.g. 5m (default: [gather] interval)')
     .option('--no-idle', 'do not watch the folder with IMAP IDLE')
+    .option('--auth-checks', 'check DKIM/ARC/DMARC of collected mail (default: [gather] auth_checks)')
+    .option('--no-auth-checks', 'do not check DKIM/ARC/DMARC of collected mail')
+    .option('--trust-auth-results <authserv-id>', "use the provider's own Authentication-Results with this authserv-id, e.g. mx.google.com")
     .option('--name <name>', 'a short name for the account (default: the remote login)')
     .option('-c, --config <dir>', 'config folder')
     .option('--password-stdin', 'read the password from standard input')
     .option('--json', 'print JSON')
-    .action(async (opts: { to: string; host: string; user: string; protocol: string; tls: string; port?: string; insecureTls?: boolean; folder?: string[]; into: string; mode: string; interval?: string; idle: boolean; name?: string; config?: string; passwordStdin?: boolean; json?: boolean }) => {
+    .action(async (opts: { to: string; host: string; user: string; protocol: string; tls: string; port?: string; insecureTls?: boolean; folder?: string[]; into: string; mode: string; interval?: string; idle: boolean; authChecks?: boolean; trustAuthResults?: string; name?: string; config?: string; passwordStdin?: boolean; json?: boolean }) => {
       let intervalMs: number | undefined;
       if (opts.interval !== undefined) {
         const { duration } = await import('../config/schema.ts');
@@ -207,6 +212,8 @@ export function registerGatherCommands(program: Command, deps: GatherCliDeps): v
         mode: opts.mode,
         intervalMs,
         idle: opts.idle,
+        authChecks: opts.authChecks,
+        trustAuthResults: opts.trustAuthResults,
       };
       // Check everything but the password first, so a typo does not cost a password prompt.
       const { accountFromRequest } = await import('./commands.ts');

@@ -22,6 +22,8 @@ export type AddRequest = {
   mode?: string;
   intervalMs?: number;
   idle?: boolean;
+  authChecks?: boolean;
+  trustAuthResults?: string;
 };
 
 const str = (v: unknown, what: string): string => {
@@ -54,6 +56,8 @@ export function accountFromRequest(r: AddRequest): GatherAccount {
   if (r.insecureTls) account.insecureTls = true;
   if (r.intervalMs !== undefined) account.intervalMs = r.intervalMs;
   if (r.idle === false) account.idle = false;
+  if (typeof r.authChecks === 'boolean') account.authChecks = r.authChecks;
+  if (r.trustAuthResults) account.trustAuthResults = r.trustAuthResults.toLowerCase();
   return account;
 }
 

@@ -7,9 +7,12 @@
 import { ImapFlow } from 'imapflow';
 import type { FetchMessageObject, MailboxObject } from 'imapflow';
 import { HearthError, isStorageFault } from '../core/errors.ts';
+import { headerEnd, stripOwnAuthResults } from '../smtp/auth-checks.ts';
 import type { Logger } from '../core/log.ts';
 import type { MailboxRef } from '../store/maildir.ts';
 import type { GatherAccount } from './accounts.ts';
+import { topReceivedDate } from './auth.ts';
+import type { GatherAuthSetup } from './auth.ts';
 import { GatherError } from './accounts.ts';
 import type { CollectedItem, GatherLedger } from './ledger.ts';
 import { Pop3Client, Pop3Error } from './pop3-client.ts';
@@ -36,6 +39,10 @@ export type PullContext = {
   timeoutMs?: number;
   /** The folder junk mail may have been diverted to (searched during recovery). */
   junkFolder?: string;
+  /** Sender authentication (DKIM/ARC/DMARC) of collected mail; none when absent. */
+  auth?: GatherAuthSetup;
+  /** For the age limit of the checks; injectable for tests. */
+  now?: () => number;
   onProgress?(p: PullProgress): void;
 };
 
@@ -104,6 +111,38 @@ export function mergeFlags(base: readonly string[], local: readonly string[], re
 }
 
 const sameFlags = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((f, i) => f === b[i]);
+
+/** Are this account's messages checked (its own setting, or the config's default)? */
+export function authChecksOn(account: GatherAccount, auth: GatherAuthSetup | undefined): boolean {
+  if (!auth) return false;
+  return account.authChecks ?? (account.trustAuthResults ? true : auth.enabled);
+}
+
+/**
+ * The collected message as it is stored: without Authentication-Results fields claiming our
+ * authserv-id, and (checks on, mail received recently) with our own on top. Never refuses:
+ * a DMARC reject/quarantine failure comes back as `junk`.
+ */
+export async function authenticate(ctx: PullContext, source: Buffer, opts: { rid: string; folder: string; receivedAt: Date | undefined; flags: readonly string[] }): Promise<{ head: Buffer; body: Buffer; junk: boolean }> {
+  const { account, auth } = ctx;
+  if (!auth) return { head: Buffer.alloc(0), body: source, junk: false };
+  const age = opts.receivedAt ? (ctx.now ?? Date.now)() - opts.receivedAt.getTime() : 0;
+  if (!authChecksOn(account, auth) || age > auth.maxAgeMs) {
+    const end = headerEnd(source);
+    if (end < 0) return { head: Buffer.alloc(0), body: source, junk: false };
+    const stripped = stripOwnAuthResults(source.subarray(0, end), auth.checker.hostname);
+    return { head: Buffer.alloc(0), body: stripped.removed ? Buffer.concat([stripped.head, source.subarray(end)]) : source, junk: false };
+  }
+  const via = `${account.protocol.toUpperCase()} from ${account.host.replace(/[^A-Za-z0-9.:[\]-]/g, '')}`;
+  const out = await auth.checker.check({ message: source, via, trustAuthservId: account.trustAuthResults });
+  const log = { account: account.id, folder: opts.folder, rid: opts.rid, from: out.fromDomain, source: out.source, dkim: out.dkim, arc: out.arc, dmarc: out.dmarc, policy: out.policy, temp: out.temp, lookups: out.lookups, ms: out.ms };
+  // Mail the person already handled at the provider (mirrored flags) stays where they put it.
+  const junk = out.junk && opts.flags.length === 0;
+  if (junk) ctx.log.warn(log, `gathered message fails DMARC for ${out.fromDomain} (policy ${out.policy}); delivered to Junk`);
+  else if (out.temp) ctx.log.info(log, `gathered message delivered with DMARC temperror (${out.temp})`);
+  else ctx.log.debug(log, 'gathered message checked');
+  return { head: Buffer.from(out.header, 'latin1'), body: out.message, junk };
+}
 
 /** Pull one account. Resolves with counts; rejects with a PullError. */
 export async function pullAccount(ctx: PullContext): Promise<PullResult> {
@@ -267,9 +306,11 @@ async function fetchBatch(ctx: PullContext, client: ImapFlow, folder: string, uv
     }
     const flags = account.mode === 'mirror' ? mirroredFlags(msg.flags ?? []) : [];
     const head = traceHeaders(gatherTag(account, folder, uv, rid), { protocol: 'IMAP', remoteHost: account.host, hostname: ctx.hostname, accountId: account.id });
-    const raw = Buffer.concat([head, msg.source]);
-    const internalDate = msg.internalDate ? new Date(msg.internalDate) : undefined;
-    const delivered = await ctx.sink.deliver(owner, account.target, raw, { flags, internalDate: internalDate && !Number.isNaN(internalDate.getTime()) ? internalDate : undefined });
+    let internalDate: Date | undefined = msg.internalDate ? new Date(msg.internalDate) : undefined;
+    if (internalDate && Number.isNaN(internalDate.getTime())) internalDate = undefined;
+    const checked = await authenticate(ctx, msg.source, { rid, folder, receivedAt: internalDate, flags });
+    const raw = Buffer.concat([head, checked.head, checked.body]);
+    const delivered = await ctx.sink.deliver(owner, account.target, raw, { flags, internalDate, junk: checked.junk });
     items.push({ rid, msgid: messageIdOf(msg.source), localKey: delivered.key, localFolder: delivered.folder, flags });
   };
   try {
@@ -455,7 +496,9 @@ async function pullPop3(ctx: PullContext): Promise<PullResult> {
           if (ctx.signal?.aborted) break;
           const body = await client.retr(e.n);
           const head = traceHeaders(gatherTag(account, POP3_FOLDER, POP3_EPOCH, e.uidl), { protocol: 'POP3', remoteHost: account.host, hostname: ctx.hostname, accountId: account.id });
-          const delivered = await ctx.sink.deliver(owner, account.target, Buffer.concat([head, body]), {});
+          // POP3 has no arrival date: the provider's own Received field has it.
+          const checked = await authenticate(ctx, body, { rid: e.uidl, folder: POP3_FOLDER, receivedAt: topReceivedDate(body), flags: [] });
+          const delivered = await ctx.sink.deliver(owner, account.target, Buffer.concat([head, checked.head, checked.body]), { junk: checked.junk });
           items.push({ rid: e.uidl, msgid: messageIdOf(body), localKey: delivered.key, localFolder: delivered.folder });
         }
       } finally {

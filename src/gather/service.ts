@@ -9,6 +9,7 @@ import type { ImapFlow } from 'imapflow';
 import type { Logger } from '../core/log.ts';
 import type { Scheduler } from '../core/scheduler.ts';
 import { GatherAccounts, GatherError, validateAccount } from './accounts.ts';
+import type { GatherAuthSetup } from './auth.ts';
 import type { GatherAccount } from './accounts.ts';
 import { GatherLedger, LEDGER_FILE } from './ledger.ts';
 import type { AccountStatus } from './ledger.ts';
@@ -53,6 +54,8 @@ export type GatherServiceOptions = {
   fsync: boolean;
   settings?: Partial<GatherSettings>;
   junkFolder?: string;
+  /** DKIM/ARC/DMARC checks of collected mail (gatherAuthFromConfig); none when absent. */
+  auth?: GatherAuthSetup;
   /** Refuse accounts whose owner is not a local user (the CLI and control commands check). */
   isLocalAddress?: (address: string) => boolean;
   now?: () => number;
@@ -284,6 +287,8 @@ export class GatherService {
         parallel: this.settings.parallel,
         timeoutMs: this.settings.timeoutMs,
         junkFolder: this.#opts.junkFolder,
+        auth: this.#opts.auth,
+        now: this.#now,
         onProgress: (p) => {
           live.progress = p;
           onProgress?.(id, p);

@@ -9,7 +9,12 @@ import { parseMaildirName, splitFlags } from '../store/flags.ts';
 import type { MailStore, UserMailboxes } from '../store/mailboxes.ts';
 import type { MailboxRef } from '../store/maildir.ts';
 
-export type DeliverOptions = { flags?: string[]; internalDate?: Date };
+export type DeliverOptions = {
+  flags?: string[];
+  internalDate?: Date;
+  /** Straight to Junk (a sender-authentication verdict); the junk filter is not asked. */
+  junk?: boolean;
+};
 export type Delivered = { key: string; folder: string };
 export type TaggedFind = { tag: string; key: string; folder: string };
 
@@ -50,9 +55,9 @@ export class StoreSink implements GatherSink {
   readonly #pending = new Map<string, { box: MailboxRef; folders: Set<string>; keywords: Array<{ folder: string; key: string; keywords: string[] }> }>();
 
   async deliver(owner: MailboxRef, folder: string, raw: Buffer, opts: DeliverOptions): Promise<Delivered> {
-    let dest = folder;
+    let dest = opts.junk ? (this.#opts.junkFolder ?? 'Junk') : folder;
     // Mail the person already filed (mirror) is not second-guessed; new mail is scored.
-    if (this.#opts.junk && !opts.flags?.length && folder.toUpperCase() === 'INBOX' && this.#opts.junk.classify(owner, raw)?.junk) dest = this.#opts.junkFolder ?? 'Junk';
+    if (!opts.junk && this.#opts.junk && !opts.flags?.length && folder.toUpperCase() === 'INBOX' && this.#opts.junk.classify(owner, raw)?.junk) dest = this.#opts.junkFolder ?? 'Junk';
     if (dest.toUpperCase() === 'INBOX') dest = 'INBOX';
     else await this.#ensureFolder(owner, dest);
     // Maildir holds system flags in the name; keywords live in the index and are set at flush.

@@ -26,7 +26,8 @@ describe('hearth gather', () => {
   let setup: TestSetup;
   beforeAll(async () => {
     remote = await startRemote();
-    setup = await makeSetup({ fsync: false, toml: '[junk]\nenabled = false\n' });
+    // Sender checks (and their DNS) are tested in auth.test.ts, against a loopback DNS server.
+    setup = await makeSetup({ fsync: false, toml: '[junk]\nenabled = false\n[gather]\nauth_checks = false\n' });
     await seedRemote(remote, [message('cli one'), message('cli two')]);
   });
   afterAll(async () => {

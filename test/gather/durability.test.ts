@@ -40,7 +40,8 @@ describe('gathering durability', () => {
     const N = 1200;
     const sent = Array.from({ length: N }, (_, i) => message(`crash ${i}`, { bodyBytes: 3000 }));
     await seedRemote(remote, sent);
-    const setup = await makeSetup({ fsync: true, toml: `[gather]\nbatch = 40\nparallel = 4\n` });
+    // DNS-based sender checks are not what these tests measure (test/gather/auth.test.ts is).
+    const setup = await makeSetup({ fsync: true, toml: `[gather]\nbatch = 40\nparallel = 4\nauth_checks = false\n` });
     const socket = join(setup.dataDir, 'hearth.sock');
     try {
       const account = { name: 'crashy', owner: LOCAL_USER, protocol: 'imap', host: '127.0.0.1', port: remote.imap, tls: 'none', user: REMOTE_USER, mode: 'move', intervalMs: 3_600_000, idle: false };
@@ -129,7 +130,7 @@ describe('gathering durability', () => {
     for (let i = 0; i < N; i += 500) {
       await Promise.all(Array.from({ length: Math.min(500, N - i) }, (_, j) => remote.hearth.store.deliver([{ user, domain, folder }], message(`big ${i + j}`, { bodyBytes: SIZE }))));
     }
-    const setup = await makeSetup({ fsync: false, toml: `[gather]\nbatch = 200\nparallel = 8\n` });
+    const setup = await makeSetup({ fsync: false, toml: `[gather]\nbatch = 200\nparallel = 8\nauth_checks = false\n` });
     try {
       const add = await runCli(
         ['gather', 'add', '--config', setup.configDir, '--to', LOCAL_USER, '--host', '127.0.0.1', '--port', String(remote.imap), '--tls', 'none', '--user', REMOTE_USER, '--folder', folder, '--name', 'big', '--password-stdin'],

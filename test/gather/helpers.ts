@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { controlRequest } from '../../src/core/control.ts';
 import { ALL_LISTENERS, makeSetup, startTestHearth } from '../helpers/hearth.ts';
 import type { TestSetup } from '../helpers/hearth.ts';
+import { startDnsServer } from '../helpers/dns-server.ts';
+import type { DnsServer } from '../helpers/dns-server.ts';
 
 export type Running = Awaited<ReturnType<typeof startTestHearth>>;
 export type Remote = { setup: TestSetup; hearth: Running; imap: number; imaps: number; pop3: number; pop3s: number };
@@ -21,8 +23,10 @@ export async function startRemote(): Promise<Remote> {
   return { setup, hearth, imap: hearth.port('imap'), imaps: hearth.port('imaps'), pop3: hearth.port('pop3'), pop3s: hearth.port('pop3s') };
 }
 
-export async function startLocal(extraToml = ''): Promise<{ setup: TestSetup; hearth: Running }> {
-  const setup = await makeSetup({ fsync: false, toml: `${ALL_LISTENERS}\n${AUTH}[junk]\nenabled = false\n${extraToml}` });
+/** `dnsPort`: a loopback DNS server for the sender checks of gathered mail (keeps tests off the network). */
+export async function startLocal(extraToml = '', dnsPort?: number): Promise<{ setup: TestSetup; hearth: Running }> {
+  const dns = dnsPort ? `[dns]\nservers = ["127.0.0.1:${dnsPort}"]\n` : '';
+  const setup = await makeSetup({ fsync: false, toml: `${ALL_LISTENERS}\n${AUTH}[junk]\nenabled = false\n${dns}${extraToml}` });
   const hearth = await startTestHearth(setup);
   return { setup, hearth };
 }
@@ -142,7 +146,7 @@ export async function resetRemote(remote: Remote): Promise<void> {
   Object.assign(remote, { imap: remote.hearth.port('imap'), imaps: remote.hearth.port('imaps'), pop3: remote.hearth.port('pop3'), pop3s: remote.hearth.port('pop3s') });
 }
 
-export type GatherPair = { remote: Remote; local: { setup: TestSetup; hearth: Running } };
+export type GatherPair = { remote: Remote; local: { setup: TestSetup; hearth: Running }; dns: DnsServer };
 
 /**
  * A remote hearth (bob's mailbox, the account collected from) and a local one (alice, who
@@ -152,13 +156,16 @@ export function useGatherPair(hooks: { beforeAll(fn: () => Promise<void>): void;
   const pair = {} as GatherPair;
   hooks.beforeAll(async () => {
     pair.remote = await startRemote();
-    pair.local = await startLocal();
+    // An empty zone: the sender checks of gathered mail get quick NXDOMAINs, not the internet.
+    pair.dns = await startDnsServer();
+    pair.local = await startLocal('', pair.dns.port);
   });
   hooks.afterAll(async () => {
     await pair.local?.hearth.close();
     await pair.remote?.hearth.close();
     await pair.local?.setup.cleanup();
     await pair.remote?.setup.cleanup();
+    await pair.dns?.close();
   });
   hooks.afterEach(async () => {
     for (const acct of (await control(pair.local.hearth, 'gather.list')) as Array<{ id: string }>) await control(pair.local.hearth, 'gather.remove', { id: acct.id });
