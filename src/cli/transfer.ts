@@ -11,6 +11,7 @@ import type { LoadedConfig } from '../config/load.ts';
 import { UsersFile } from '../config/users.ts';
 import type { BrokenMessage, TransferProgress } from '../transfer/import.ts';
 import type { MboxQuoting } from '../transfer/mbox.ts';
+import type { BackupProgress } from '../transfer/backup.ts';
 
 type CommonOpts = { config?: string; user: string };
 
@@ -48,9 +49,11 @@ const seconds = (ms: number): string => {
   return s < 90 ? `${s}s` : s < 5400 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 };
 const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
+/** Backup sizes run from a few KiB (a fresh server) to many GiB. */
+const human = (n: number): string => (n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : n < 1073741824 ? mib(n) : `${(n / 1073741824).toFixed(2)} GiB`);
 
 /** A progress display: a @clack/prompts bar on a terminal, plain lines otherwise. */
-export async function progressReporter(verb: string, out: NodeJS.WriteStream = process.stderr): Promise<{ update(p: TransferProgress): void; stop(summary: string): void }> {
+export async function progressReporter(verb: string, out: NodeJS.WriteStream = process.stderr, describeWith?: (p: TransferProgress, elapsedMs: number) => string): Promise<{ update(p: TransferProgress): void; stop(summary: string): void }> {
   const tty = Boolean(out.isTTY);
   const started = Date.now();
   let bar: { advance(step?: number, msg?: string): void; stop(msg?: string): void; start(msg?: string): void } | undefined;
@@ -64,6 +67,7 @@ export async function progressReporter(verb: string, out: NodeJS.WriteStream = p
   let lastTenth = -1;
   const describe = (p: TransferProgress): string => {
     const elapsed = Date.now() - started;
+    if (describeWith) return describeWith(p, elapsed);
     const rate = elapsed > 0 ? p.imported / (elapsed / 1000) : 0;
     const eta = p.done > 0 && p.total > p.done ? seconds((elapsed * (p.total - p.done)) / p.done) : '-';
     const amount = p.unit === 'bytes' ? `${mib(p.done)}/${mib(p.total)}` : `${p.done}/${p.total}`;
@@ -93,6 +97,20 @@ export async function progressReporter(verb: string, out: NodeJS.WriteStream = p
       else out.write(summary + '\n');
     },
   };
+}
+
+/** Backup, verify and restore count bytes (of the files, or of the archive read), not messages. */
+function describeBytes(verb: string): (p: TransferProgress, elapsedMs: number) => string {
+  return (p, elapsed) => {
+    const rate = elapsed > 0 ? p.done / (elapsed / 1000) : 0;
+    const eta = p.done > 0 && p.total > p.done ? seconds((elapsed * (p.total - p.done)) / p.done) : '-';
+    const amount = p.unit === 'bytes' ? `${human(p.done)}/${human(p.total)}` : `${p.done} files`;
+    return `${verb}: ${amount}${p.unit === 'bytes' ? `, ${human(rate)}/s, ETA ${eta}` : ''} (${p.folder})`;
+  };
+}
+
+function asProgress(p: BackupProgress): TransferProgress {
+  return { done: p.done, total: p.total, unit: p.unit === 'bytes' ? 'bytes' : 'messages', imported: 0, duplicates: 0, broken: 0, folder: p.file };
 }
 
 function printBroken(broken: BrokenMessage[]): void {
@@ -189,53 +207,72 @@ export function registerTransferCommands(program: Command): void {
 
   program
     .command('backup')
-    .description('copy config, users, DKIM keys, queue and Maildirs into OUT (a new directory) with a manifest of counts and checksums; safe while the server runs')
-    .argument('<out>', 'the backup directory to create (with --verify: the backup to check)')
-    .option('--verify', 'check an existing backup against its manifest instead of writing one')
+    .description('write one archive (.tar.gz or .tar) of config, users, DKIM keys, queue and Maildirs, with a manifest of counts and SHA-256 sums; safe while the server runs, and checked after writing')
+    .argument('<out>', 'a new file ending in .tar.gz, .tgz or .tar, or an existing directory (a dated hearth-backup-….tar.gz goes in it); with --verify: the archive to check')
+    .option('--verify', 'check an existing archive (every file against the manifest) instead of writing one')
     .option('-c, --config <dir>', 'config folder')
+    .addHelpText('after', '\nExamples:\n  hearth backup /srv/backups                       # /srv/backups/hearth-backup-20261124-221900.tar.gz\n  hearth backup ~/hearth-$(date +%F).tar.gz\n  hearth backup --verify /srv/backups/hearth-backup-20261124-221900.tar.gz\n  hearth restore ARCHIVE -c /new/place/config      # see hearth restore --help\n')
     .action(async (out: string, opts: { config?: string; verify?: boolean }) => {
-      const { createBackup, verifyBackup } = await import('../transfer/backup.ts');
-      const archive = resolve(out);
+      const { backupTarget, createBackup, verifyBackup } = await import('../transfer/backup.ts');
+      let archive = resolve(out);
       if (!opts.verify) {
         const loaded = await loadConfig(configDirOf(opts));
-        const bar = await progressReporter('backing up');
-        const m = await createBackup({ configDir: loaded.dir, dataDir: loaded.dataDir, out: archive, onProgress: (p) => bar.update({ done: p.done, total: p.total, unit: 'messages', imported: p.done, duplicates: 0, broken: 0, folder: 'files' }) });
-        bar.stop(`wrote ${archive}`);
-        process.stdout.write(`  config ${loaded.dir} -> ${join(archive, 'config')}\n  data   ${loaded.dataDir} -> ${join(archive, 'data')}\n  manifest ${join(archive, 'manifest.json')}\n`);
-        process.stdout.write(`  ${m.counts.users} users, ${m.counts.mailboxes} mailboxes, ${m.counts.messages} messages, ${m.counts.queueFiles} queue files, ${m.counts.dkimKeys} DKIM keys; ${m.counts.files} files, ${mib(m.counts.bytes)}\n`);
+        archive = await backupTarget(out);
+        const bar = await progressReporter('backing up', process.stderr, describeBytes('backing up'));
+        const r = await createBackup({ configDir: loaded.dir, dataDir: loaded.dataDir, out: archive, onProgress: (p) => bar.update(asProgress(p)) });
+        const m = r.manifest;
+        bar.stop(`backed up ${m.counts.files} files`);
+        process.stdout.write(`wrote ${archive} (${human(r.archiveBytes)}):
+  config/        <- ${loaded.dir}
+  data/          <- ${loaded.dataDir}
+  manifest.json  (last entry) sizes and SHA-256 of all ${m.counts.files} files
+`);
+        process.stdout.write(`  ${m.counts.users} users, ${m.counts.mailboxes} mailboxes, ${m.counts.messages} messages, ${m.counts.queueFiles} queue files, ${m.counts.dkimKeys} DKIM keys; ${m.counts.files} files, ${human(m.counts.bytes)}\n`);
         if (m.vanished) process.stdout.write(`  ${m.vanished} message(s) expunged while copying were left out\n`);
       }
-      const { manifest, problems } = await verifyBackup(archive);
-      if (problems.length) {
-        process.stderr.write(`${archive}: DAMAGED\n  ${problems.slice(0, 50).join('\n  ')}\n`);
+      const bar = await progressReporter('verifying', process.stderr, describeBytes('verifying'));
+      const { manifest, problems } = await verifyBackup(archive, (p) => bar.update(asProgress(p)));
+      if (problems.length || !manifest) {
+        bar.stop(`${archive}: DAMAGED`);
+        process.stderr.write(`${archive}: DAMAGED, do not rely on it\n  ${problems.slice(0, 50).join('\n  ')}\n${problems.length > 50 ? `  … and ${problems.length - 50} more\n` : ''}`);
         process.exitCode = 1;
         return;
       }
-      process.stdout.write(`${archive}: verified, ${manifest.counts.files} files match their checksums (${manifest.counts.messages} messages, ${manifest.counts.users} users; made ${manifest.createdAt})\n`);
+      bar.stop(`checked ${manifest.counts.files} files`);
+      process.stdout.write(`${archive}: verified, ${manifest.counts.files} files match their sizes and SHA-256 sums (${manifest.counts.messages} messages, ${manifest.counts.users} users; made ${manifest.createdAt})\n`);
     });
 
   program
     .command('restore')
-    .description('restore a backup made by `hearth backup` into the config folder and the data folder its hearth.toml names; refuses non-empty folders without --force')
-    .argument('<archive>', 'the backup directory')
+    .description('restore an archive made by `hearth backup` into the config folder and the data folder its hearth.toml names, verifying every file while extracting; refuses non-empty folders without --force')
+    .argument('<archive>', 'the backup: a .tar.gz/.tar archive (or a backup directory from older versions)')
     .option('--force', 'restore into non-empty folders, overwriting the files the backup holds')
-    .option('-c, --config <dir>', 'config folder to restore into')
+    .option('-c, --config <dir>', 'config folder to restore into (the data folder is data_dir of the archived hearth.toml, relative to it)')
+    .addHelpText('after', '\nNothing is written unless the whole archive verifies: files are staged inside the target\nfolders and moved into place at the end. Entries with absolute paths, "..", or links are refused.\n\nExample:\n  hearth restore /srv/backups/hearth-backup-20261124-221900.tar.gz -c /srv/hearth/config\n')
     .action(async (archive: string, opts: { config?: string; force?: boolean }) => {
-      const [{ restoreBackup }, { parseConfigText }, { readFile }] = await Promise.all([import('../transfer/backup.ts'), import('../config/load.ts'), import('node:fs/promises')]);
+      const [{ readArchiveFile, restoreBackup }, { parseConfigText }] = await Promise.all([import('../transfer/backup.ts'), import('../config/load.ts')]);
       const configDir = configDirOf(opts);
-      const tomlPath = join(resolve(archive), 'config', 'hearth.toml');
-      const text = await readFile(tomlPath, 'utf8').catch(() => {
-        throw new HearthError('CLI_NOT_BACKUP', `${archive} holds no config/hearth.toml: not a hearth backup`);
-      });
-      const dataDir = resolve(configDir, parseConfigText(text, tomlPath).data_dir);
+      const abs = resolve(archive);
+      const text = await readArchiveFile(abs, 'config/hearth.toml');
+      if (text === undefined) throw new HearthError('CLI_NOT_BACKUP', `${archive} holds no config/hearth.toml: not a hearth backup (make one with \`hearth backup OUT\`)`);
+      const dataDir = resolve(configDir, parseConfigText(text, `${abs}:config/hearth.toml`).data_dir);
       try {
         await controlRequest(join(dataDir, 'hearth.sock'), 'status', {}, 2_000);
-        throw new HearthError('CLI_SERVER_RUNNING', 'hearth is running on that data folder; stop hearth first, then restore');
+        throw new HearthError('CLI_SERVER_RUNNING', `hearth is running on ${dataDir}; stop hearth first, then restore`);
       } catch (err) {
         if ((err as HearthError).code === 'CLI_SERVER_RUNNING') throw err;
       }
-      const m = await restoreBackup({ archive: resolve(archive), configDir, dataDir, force: opts.force });
-      process.stdout.write(`restored ${m.counts.files} files (${m.counts.messages} messages, ${m.counts.users} users) into ${configDir} and ${dataDir}\n`);
-      process.stdout.write('full-text search indexes are not in backups: run `hearth reindex` (or let the server rebuild them in the background)\n');
+      const bar = await progressReporter('restoring', process.stderr, describeBytes('restoring'));
+      let r;
+      try {
+        r = await restoreBackup({ archive: abs, configDir, dataDir, force: opts.force, onProgress: (p) => bar.update(asProgress(p)) });
+      } catch (err) {
+        bar.stop('restore failed, nothing restored');
+        throw err;
+      }
+      const m = r.manifest;
+      bar.stop(`restored ${abs}`);
+      process.stdout.write(`restored ${m.counts.files} files (${m.counts.messages} messages, ${m.counts.users} users), all matching the manifest of ${m.createdAt}:\n  config/ -> ${configDir} (${r.configFiles} files)\n  data/   -> ${dataDir} (${r.dataFiles} files: ${m.counts.mailboxes} mailboxes, ${m.counts.queueFiles} queue files)\n`);
+      process.stdout.write(`full-text search indexes are not in backups: run \`hearth reindex\` (or let the server rebuild them in the background); then \`hearth serve -c ${configDir}\`\n`);
     });
 }

@@ -1,39 +1,66 @@
 // Backup is in charge of one self-checking copy of everything hearth needs to come back: the
 // config folder (hearth.toml, users, aliases, DKIM keys, TLS files) and the data folder (Maildirs
-// with their mailbox indexes, the outbound queue, gather/vacation/greylist state). The archive is
-// a directory tree — `config/`, `data/` and `manifest.json` with every file's size and SHA-256
-// plus counts — so it can be read, rsynced or tarred with ordinary tools.
+// with their mailbox indexes, the outbound queue, gather/vacation/greylist state), written as ONE
+// tar archive (gzipped when its name ends in .tar.gz or .tgz). Entries are `config/…`, `data/…`
+// and, last, `manifest.json` with every file's size and SHA-256 plus counts: the sums are taken
+// as the bytes go into the archive, so the manifest can only be written once they all have.
+//
+// Everything streams: one file's bytes at a time pass through a hash into the tar, never a whole
+// Maildir; verify and restore read the archive the same way, entry by entry.
 //
 // Consistent while the server runs: Maildir files never change once in new/ or cur/ (only their
 // names do, when flags change), so each is copied as it is; a file renamed between listing and
 // copying is looked for again under its new name, and one expunged meanwhile is left out and
-// counted. Mailbox indexes are copied with SQLite's online backup, so each is a consistent
-// snapshot; on start the server reconciles it with the Maildir files, which stay the truth.
+// counted. SQLite databases (mailbox indexes, junk tokens, the gather ledger) are copied with
+// SQLite's online backup, so each is a consistent snapshot (their -wal/-shm files are left out);
+// on start the server reconciles an index with the Maildir files, which stay the truth.
 // Left out: the full-text indexes (as big as the mail, rebuilt by `hearth reindex` or in the
 // background), tmp/ files (deliveries in progress), the control socket and the inbound spool.
-import { createHash } from 'node:crypto';
+//
+// Restore never trusts the archive: an entry with an absolute path, `..`, or of any type but a
+// plain file or folder (links could point outside the target) refuses the whole archive, and
+// files are first written to a staging folder inside each target, moved into place only once
+// every entry matched the manifest. Backups from before the archive (a directory with
+// manifest.json) are still read by verify and restore.
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Transform } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { createGunzip, createGzip } from 'node:zlib';
 import { backup as sqliteBackup, DatabaseSync } from 'node:sqlite';
+import { extract as tarExtract, pack as tarPack } from 'tar-stream';
+import type { Pack } from 'tar-stream';
 import { TransferError } from './mbox.ts';
 
 export const MANIFEST_FILE = 'manifest.json';
 
 export type ManifestFile = { path: string; size: number; sha256: string; mode: number; mtimeMs: number };
+export type ManifestDir = { path: string; mode: number };
 export type BackupCounts = { users: number; dkimKeys: number; queueFiles: number; mailboxes: number; messages: number; files: number; bytes: number };
-export type Manifest = { format: 'hearth-backup'; version: 1; createdAt: string; counts: BackupCounts; vanished: number; files: ManifestFile[] };
+/** Version 1: the old directory backups (no `dirs`). Version 2: the tar archive. */
+export type Manifest = { format: 'hearth-backup'; version: 1 | 2; createdAt: string; counts: BackupCounts; vanished: number; files: ManifestFile[]; dirs?: ManifestDir[] };
 
-const SKIP_NAMES = new Set(['hearth.sock', '.inbound-spool', 'hearth-fulltext.sqlite', 'hearth-fulltext.sqlite-wal', 'hearth-fulltext.sqlite-shm', 'hearth-index.sqlite-wal', 'hearth-index.sqlite-shm']);
+const SKIP_NAMES = new Set(['hearth.sock', '.inbound-spool', 'hearth-fulltext.sqlite']);
+/** A live database's side files: its online backup already holds what they add. */
+const SQLITE_SIDE_FILE = /\.sqlite-(wal|shm|journal)$/;
+/** Mailbox indexes, junk tokens, the gather ledger: each copied with SQLite's online backup. */
+const SQLITE_FILE = /\.sqlite$/;
 const INDEX_NAME = 'hearth-index.sqlite';
+/** Files up to this size are read whole, so the size in the tar header is exactly what is written. */
+const SMALL_FILE = 1 << 20;
+/** A manifest is JSON in memory; far more than a million files' worth. */
+const MANIFEST_MAX = 512 << 20;
+const STAGING_PREFIX = '.hearth-restore-';
 
-type Walked = { abs: string; rel: string };
+type Walked = { abs: string; rel: string; size: number };
 
-/** Files under `root` (relative paths with /), skipping what a backup leaves out. */
-async function walk(root: string, skipDir?: string): Promise<Walked[]> {
-  const out: Walked[] = [];
+/** Files and folders under `root` (relative paths with /), skipping what a backup leaves out. */
+async function walk(root: string, skipDir?: string): Promise<{ files: Walked[]; dirs: ManifestDir[] }> {
+  const files: Walked[] = [];
+  const dirs: ManifestDir[] = [];
   const visit = async (dir: string, rel: string): Promise<void> => {
     let entries: fs.Dirent[];
     try {
@@ -43,55 +70,31 @@ async function walk(root: string, skipDir?: string): Promise<Walked[]> {
       throw err;
     }
     for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      if (SKIP_NAMES.has(e.name)) continue;
+      if (SKIP_NAMES.has(e.name) || SQLITE_SIDE_FILE.test(e.name) || e.name.startsWith(STAGING_PREFIX)) continue;
       const abs = path.join(dir, e.name);
       const r = rel ? `${rel}/${e.name}` : e.name;
       if (e.isDirectory()) {
         if (abs === skipDir) continue;
+        const st = await fsp.stat(abs).catch(() => undefined);
+        if (!st) continue;
+        dirs.push({ path: r, mode: st.mode & 0o777 });
+        // tmp/ is kept as an empty folder: Maildir readers expect it, its files are half-written.
         if (e.name === 'tmp' && (await isMaildirTmp(dir))) continue;
         await visit(abs, r);
-      } else if (e.isFile()) {
-        out.push({ abs, rel: r });
+      } else if (e.isFile() || e.isSymbolicLink()) {
+        // A link to a file (certbot's live/ certificates) is backed up as the file it points to;
+        // links to folders are not followed (they could loop or leave the tree).
+        const st = await fsp.stat(abs).catch(() => undefined);
+        if (e.isFile() || st?.isFile()) files.push({ abs, rel: r, size: st?.size ?? 0 });
       }
     }
   };
   await visit(root, '');
-  return out;
+  return { files, dirs };
 }
 
 async function isMaildirTmp(parent: string): Promise<boolean> {
   return (await fsp.stat(path.join(parent, 'cur')).catch(() => undefined))?.isDirectory() ?? false;
-}
-
-/** Copy one file, hashing it on the way; keeps its mode and mtime (a Maildir file's mtime is its date). */
-async function copyHashed(src: string, dest: string): Promise<{ size: number; sha256: string; mode: number; mtimeMs: number }> {
-  const st = await fsp.stat(src);
-  await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
-  const hash = createHash('sha256');
-  let size = 0;
-  await pipeline(
-    fs.createReadStream(src),
-    new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        hash.update(chunk);
-        size += chunk.length;
-        cb(null, chunk);
-      },
-    }),
-    fs.createWriteStream(dest, { mode: st.mode & 0o777 }),
-  );
-  await fsp.utimes(dest, st.atime, st.mtime);
-  return { size, sha256: hash.digest('hex'), mode: st.mode & 0o777, mtimeMs: Math.floor(st.mtimeMs) };
-}
-
-async function hashFile(file: string): Promise<{ size: number; sha256: string }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of fs.createReadStream(file)) {
-    hash.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { size, sha256: hash.digest('hex') };
 }
 
 /** A Maildir message renamed since it was listed (flags changed): the same base name in cur/ now. */
@@ -124,134 +127,482 @@ function countsOf(files: ManifestFile[], usersText: string): BackupCounts {
   };
 }
 
-export type BackupProgress = { done: number; total: number; file: string };
+export type BackupProgress = { done: number; total: number; file: string; unit: 'bytes' | 'files' };
 
-/** Write a backup of `configDir` and `dataDir` into `out` (which must be missing or empty). */
-export async function createBackup(opts: { configDir: string; dataDir: string; out: string; onProgress?: (p: BackupProgress) => void }): Promise<Manifest> {
-  const existing = await fsp.readdir(opts.out).catch(() => [] as string[]);
-  if (existing.length > 0) throw new TransferError('BACKUP_NOT_EMPTY', `${opts.out} is not empty; back up into a new directory`);
-  const inside = (p: string) => path.resolve(p) + path.sep;
-  if (inside(opts.out).startsWith(inside(opts.dataDir)) || inside(opts.out).startsWith(inside(opts.configDir))) {
-    throw new TransferError('BACKUP_INSIDE', `${opts.out} is inside the folders being backed up; choose a place outside ${opts.configDir} and ${opts.dataDir}`);
-  }
-  await fsp.mkdir(opts.out, { recursive: true, mode: 0o700 });
-  const sources = [
-    ...(await walk(opts.configDir, path.resolve(opts.dataDir))).map((w) => ({ ...w, rel: `config/${w.rel}` })),
-    ...(await walk(opts.dataDir)).map((w) => ({ ...w, rel: `data/${w.rel}` })),
-  ];
-  const files: ManifestFile[] = [];
-  let vanished = 0;
-  let done = 0;
-  for (const s of sources) {
-    done++;
-    const dest = path.join(opts.out, ...s.rel.split('/'));
-    if (path.basename(s.abs) === INDEX_NAME) {
-      // A live SQLite database: its online backup is a consistent snapshot, a file copy may not be.
-      await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
-      const db = new DatabaseSync(s.abs, { readOnly: true });
-      try {
-        await sqliteBackup(db, dest);
-      } finally {
-        db.close();
-      }
-      const st = await fsp.stat(dest);
-      files.push({ path: s.rel, ...(await hashFile(dest)), mode: 0o600, mtimeMs: Math.floor(st.mtimeMs) });
-      continue;
-    }
-    let src = s.abs;
-    let rel = s.rel;
-    let copied: Awaited<ReturnType<typeof copyHashed>> | undefined;
-    for (let attempt = 0; attempt < 3 && !copied; attempt++) {
-      try {
-        copied = await copyHashed(src, path.join(opts.out, ...rel.split('/')));
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !isMessage(rel)) throw err;
-        const renamed = await findRenamed(src);
-        if (!renamed) break;
-        src = renamed;
-        rel = rel.replace(/(cur|new)\/[^/]+$/, `cur/${path.basename(renamed)}`);
-      }
-    }
-    if (!copied) {
-      vanished++;
-      continue;
-    }
-    files.push({ path: rel, ...copied });
-    opts.onProgress?.({ done, total: sources.length, file: rel });
-  }
-  const usersText = await fsp.readFile(path.join(opts.configDir, 'users'), 'utf8').catch(() => '');
-  const manifest: Manifest = { format: 'hearth-backup', version: 1, createdAt: new Date().toISOString(), counts: countsOf(files, usersText), vanished, files };
-  await fsp.writeFile(path.join(opts.out, MANIFEST_FILE), JSON.stringify(manifest, null, 1) + '\n', { mode: 0o600 });
-  return manifest;
+/** gzip or plain tar, from the name; anything else is refused with the names that work. */
+export function archiveKind(file: string): 'tar' | 'tar.gz' {
+  const lower = file.toLowerCase();
+  if (lower.endsWith('.tar.gz') || lower.endsWith('.tgz')) return 'tar.gz';
+  if (lower.endsWith('.tar')) return 'tar';
+  throw new TransferError('BACKUP_NAME', `${file}: name the backup file …​.tar.gz (compressed) or …​.tar, or give an existing directory to write a dated one into`);
 }
 
-export async function readManifest(archive: string): Promise<Manifest> {
-  let manifest: Manifest;
+/** Where `hearth backup OUT` writes: OUT itself, or a dated .tar.gz inside OUT when it is a directory. */
+export async function backupTarget(out: string, now = new Date()): Promise<string> {
+  const abs = path.resolve(out);
+  const st = await fsp.stat(abs).catch(() => undefined);
+  if (st?.isDirectory()) return path.join(abs, `hearth-backup-${now.toISOString().slice(0, 19).replace(/[-:]/g, '').replace('T', '-')}.tar.gz`);
+  archiveKind(abs);
+  if (st) throw new TransferError('BACKUP_EXISTS', `${abs} already exists; give a new file name (backups are never overwritten)`);
+  return abs;
+}
+
+/** Write `data` as one tar entry, hashing it on the way; waits while the archive's reader is behind. */
+async function addEntry(pack: Pack, header: { name: string; size: number; mode: number; mtime: Date }, data: Buffer | AsyncIterable<Buffer>): Promise<{ size: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  await new Promise<void>((resolve, reject) => {
+    if (Buffer.isBuffer(data)) {
+      hash.update(data);
+      size = data.length;
+      pack.entry({ ...header, type: 'file' }, data, (err) => (err ? reject(err) : resolve()));
+      return;
+    }
+    const sink = pack.entry({ ...header, type: 'file' }, (err) => (err ? reject(err) : resolve()));
+    void (async () => {
+      for await (const chunk of data) {
+        hash.update(chunk);
+        size += chunk.length;
+        if (!sink.write(chunk)) await new Promise<void>((r) => sink.once('drain', () => r()));
+      }
+      sink.end(null);
+    })().catch((err: unknown) => {
+      sink.destroy(err as Error);
+      reject(err as Error);
+    });
+  });
+  return { size, sha256: hash.digest('hex') };
+}
+
+/**
+ * Add one live file. Opening it pins the inode, so a rename (Maildir flag change) after the open
+ * does not matter; small files are read whole so their size is exact, big ones are read up to the
+ * size seen at open (Maildir messages never change; anything that shrinks aborts the backup).
+ */
+async function addLiveFile(pack: Pack, abs: string, rel: string, mode?: number): Promise<ManifestFile> {
+  const fh = await fsp.open(abs, 'r');
   try {
-    manifest = JSON.parse(await fsp.readFile(path.join(archive, MANIFEST_FILE), 'utf8')) as Manifest;
-  } catch (err) {
-    throw new TransferError('BACKUP_NO_MANIFEST', `${archive} is not a hearth backup (no readable ${MANIFEST_FILE})`, { cause: err });
-  }
-  if (manifest.format !== 'hearth-backup' || manifest.version !== 1 || !Array.isArray(manifest.files)) throw new TransferError('BACKUP_NO_MANIFEST', `${archive}: unknown backup format`);
-  return manifest;
-}
-
-export type VerifyResult = { manifest: Manifest; problems: string[] };
-
-/** Check every file the manifest lists (present, same size and SHA-256), and its counts. */
-export async function verifyBackup(archive: string, onProgress?: (p: BackupProgress) => void): Promise<VerifyResult> {
-  const manifest = await readManifest(archive);
-  const problems: string[] = [];
-  let done = 0;
-  for (const f of manifest.files) {
-    done++;
-    if (f.path.split('/').some((p) => p === '..' || p === '') || !/^(config|data)\//.test(f.path)) {
-      problems.push(`${f.path}: not a path inside the archive`);
-      continue;
+    const st = await fh.stat();
+    const header = { name: rel, size: st.size, mode: mode ?? st.mode & 0o777, mtime: st.mtime };
+    let data: Buffer | AsyncIterable<Buffer>;
+    if (st.size <= SMALL_FILE) {
+      data = await fh.readFile();
+      header.size = data.length;
+    } else {
+      data = fh.createReadStream({ start: 0, end: st.size - 1, autoClose: false }) as AsyncIterable<Buffer>;
     }
     try {
-      const got = await hashFile(path.join(archive, ...f.path.split('/')));
-      if (got.size !== f.size) problems.push(`${f.path}: ${got.size} bytes, the manifest says ${f.size}`);
-      else if (got.sha256 !== f.sha256) problems.push(`${f.path}: checksum differs (changed or damaged)`);
+      const got = await addEntry(pack, header, data);
+      return { path: rel, ...got, mode: header.mode, mtimeMs: Math.floor(st.mtimeMs) };
     } catch (err) {
-      problems.push(`${f.path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : (err as Error).message}`);
+      // tar-stream's word for fewer bytes than the header promised: the file shrank meanwhile.
+      if ((err as Error).message !== 'Size mismatch') throw err;
+      throw new TransferError('BACKUP_CHANGED', `${abs} got shorter while being read; run the backup again`, { cause: err });
     }
-    onProgress?.({ done, total: manifest.files.length, file: f.path });
+  } finally {
+    await fh.close();
   }
-  const usersFile = manifest.files.find((f) => f.path === 'config/users');
-  const usersText = usersFile ? await fsp.readFile(path.join(archive, 'config', 'users'), 'utf8').catch(() => '') : '';
+}
+
+export type BackupResult = { manifest: Manifest; archive: string; archiveBytes: number };
+
+/**
+ * Write one archive of `configDir` and `dataDir` to `out` (a new .tar/.tar.gz/.tgz file). It is
+ * written as `out.partial` and renamed at the end, so a file with the final name is complete.
+ */
+export async function createBackup(opts: { configDir: string; dataDir: string; out: string; onProgress?: (p: BackupProgress) => void }): Promise<BackupResult> {
+  const out = path.resolve(opts.out);
+  const kind = archiveKind(out);
+  if (await fsp.stat(out).catch(() => undefined)) throw new TransferError('BACKUP_EXISTS', `${out} already exists; give a new file name (backups are never overwritten)`);
+  const inside = (p: string) => path.resolve(p) + path.sep;
+  if (inside(out).startsWith(inside(opts.dataDir)) || inside(out).startsWith(inside(opts.configDir))) {
+    throw new TransferError('BACKUP_INSIDE', `${out} is inside the folders being backed up; choose a place outside ${opts.configDir} and ${opts.dataDir}`);
+  }
+  const outDir = path.dirname(out);
+  if (!(await fsp.stat(outDir).catch(() => undefined))?.isDirectory()) throw new TransferError('BACKUP_NO_DIR', `${outDir} does not exist; create it first (mkdir -p ${outDir})`);
+
+  const config = await walk(opts.configDir, path.resolve(opts.dataDir));
+  const data = await walk(opts.dataDir);
+  const sources = [...config.files.map((w) => ({ ...w, rel: `config/${w.rel}` })), ...data.files.map((w) => ({ ...w, rel: `data/${w.rel}` }))];
+  const dirs = [...config.dirs.map((d) => ({ ...d, path: `config/${d.path}` })), ...data.dirs.map((d) => ({ ...d, path: `data/${d.path}` }))];
+  const totalBytes = sources.reduce((n, s) => n + s.size, 0);
+
+  const partial = `${out}.partial`;
+  const scratch = await fsp.mkdtemp(path.join(outDir, '.hearth-backup-'));
+  const pack = tarPack();
+  const tarBytes = pack as unknown as AsyncIterable<Buffer>;
+  const file = fs.createWriteStream(partial, { mode: 0o600 });
+  const written = kind === 'tar.gz' ? pipeline(tarBytes, createGzip({ level: 6 }), file) : pipeline(tarBytes, file);
+  // Surfaces a write error (disk full) while entries are still being added, instead of hanging.
+  let writeFailed: unknown;
+  written.catch((err: unknown) => {
+    writeFailed = err;
+  });
+  try {
+    const now = new Date();
+    for (const d of dirs) await addDirEntry(pack, d.path, d.mode, now);
+    const files: ManifestFile[] = [];
+    let vanished = 0;
+    let doneBytes = 0;
+    for (const s of sources) {
+      if (writeFailed) throw writeFailed;
+      if (SQLITE_FILE.test(s.abs)) {
+        // A live SQLite database: its online backup is a consistent snapshot, a file copy may not be.
+        const snapshot = path.join(scratch, `${files.length}.sqlite`);
+        const db = new DatabaseSync(s.abs, { readOnly: true });
+        try {
+          await sqliteBackup(db, snapshot);
+        } finally {
+          db.close();
+        }
+        const mode = ((await fsp.stat(s.abs).catch(() => undefined))?.mode ?? 0o600) & 0o777;
+        files.push(await addLiveFile(pack, snapshot, s.rel, mode));
+        await fsp.rm(snapshot, { force: true });
+      } else {
+        let src = s.abs;
+        let rel = s.rel;
+        let entry: ManifestFile | undefined;
+        for (let attempt = 0; attempt < 3 && !entry; attempt++) {
+          try {
+            entry = await addLiveFile(pack, src, rel);
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !isMessage(rel)) throw err;
+            const renamed = await findRenamed(src);
+            if (!renamed) break;
+            src = renamed;
+            rel = rel.replace(/(cur|new)\/[^/]+$/, `cur/${path.basename(renamed)}`);
+          }
+        }
+        if (!entry) {
+          vanished++;
+          continue;
+        }
+        files.push(entry);
+      }
+      doneBytes += s.size;
+      opts.onProgress?.({ done: Math.min(doneBytes, totalBytes), total: totalBytes, file: s.rel, unit: 'bytes' });
+    }
+    const usersText = await fsp.readFile(path.join(opts.configDir, 'users'), 'utf8').catch(() => '');
+    const manifest: Manifest = { format: 'hearth-backup', version: 2, createdAt: new Date().toISOString(), counts: countsOf(files, usersText), vanished, files, dirs };
+    await addEntry(pack, { name: MANIFEST_FILE, size: 0, mode: 0o600, mtime: new Date() }, Buffer.from(JSON.stringify(manifest, null, 1) + '\n'));
+    pack.finalize();
+    await written;
+    const fh = await fsp.open(partial, 'r');
+    await fh.sync();
+    await fh.close();
+    await fsp.rename(partial, out);
+    return { manifest, archive: out, archiveBytes: (await fsp.stat(out)).size };
+  } catch (err) {
+    pack.destroy(err as Error);
+    await written.catch(() => undefined);
+    await fsp.rm(partial, { force: true });
+    throw err;
+  } finally {
+    await fsp.rm(scratch, { recursive: true, force: true });
+  }
+}
+
+function addDirEntry(pack: Pack, name: string, mode: number, mtime: Date): Promise<void> {
+  return new Promise((resolve, reject) => {
+    pack.entry({ name: name + '/', type: 'directory', mode, mtime }, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+// ---- reading archives (verify and restore share this) ----
+
+type ArchiveEntry = { name: string; type: string; linkname?: string; size: number; data: () => AsyncIterable<Buffer> };
+
+/** Why an entry may not be restored, or undefined when it is a plain file or folder under config/ or data/. */
+export function unsafeEntry(name: string, type: string, linkname?: string): string | undefined {
+  if (name.startsWith('/')) return 'has an absolute path';
+  const parts = name.replace(/\/$/, '').split('/');
+  if (parts.some((p) => p === '..')) return 'climbs out with ".."';
+  if (parts.some((p) => p === '' || p === '.' || p.includes('\0'))) return 'has an empty or "." path part';
+  if (type === 'symlink' || type === 'link') return `is a ${type === 'link' ? 'hard ' : 'symbolic '}link to ${JSON.stringify(linkname ?? '')} (hearth backups hold no links; one could point outside the target)`;
+  if (type !== 'file' && type !== 'directory') return `is a ${type}, not a file or folder`;
+  if (name !== MANIFEST_FILE && parts[0] !== 'config' && parts[0] !== 'data') return 'is outside config/ and data/';
+  if (parts.length < 2 && name !== MANIFEST_FILE) return 'is a top folder, not a file';
+  return undefined;
+}
+
+/** Counts the compressed bytes read, for progress on a multi-GB archive. */
+function byteCounter(onBytes: (n: number) => void): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      onBytes(chunk.length);
+      cb(null, chunk);
+    },
+  });
+}
+
+/** Entries of a tar(.gz) archive, one at a time; gzip is recognised by its magic bytes. */
+async function* tarEntries(file: string, onBytes: (n: number) => void): AsyncGenerator<ArchiveEntry> {
+  const fh = await fsp.open(file, 'r');
+  const magic = Buffer.alloc(2);
+  await fh.read(magic, 0, 2, 0);
+  await fh.close();
+  const gz = magic[0] === 0x1f && magic[1] === 0x8b;
+  const extract = tarExtract();
+  const source: Readable = fs.createReadStream(file).pipe(byteCounter(onBytes));
+  const input: Readable = gz ? source.pipe(createGunzip()) : source;
+  const feeding = (async () => {
+    for await (const chunk of input) {
+      if (extract.destroyed) break;
+      if (!extract.write(chunk as Buffer)) await drainedOrClosed(extract);
+    }
+    if (!extract.destroyed) extract.end(null);
+  })().catch((err: unknown) => extract.destroy(err as Error));
+  try {
+    for await (const entry of extract) {
+      const h = entry.header;
+      let consumed = false;
+      yield {
+        name: h.name,
+        type: h.type ?? 'file',
+        linkname: h.linkname ?? undefined,
+        size: h.size ?? 0,
+        data: () => {
+          consumed = true;
+          return entry as unknown as AsyncIterable<Buffer>;
+        },
+      };
+      if (!consumed) for await (const _ of entry as unknown as AsyncIterable<Buffer>) void _;
+    }
+  } finally {
+    // Stopping early (a reader that found its file) must end the whole chain, or it waits forever.
+    extract.destroy();
+    input.destroy();
+    source.destroy();
+    await feeding;
+  }
+}
+
+function drainedOrClosed(stream: { once(ev: string, fn: () => void): unknown; off(ev: string, fn: () => void): unknown }): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.once('drain', done);
+    stream.once('close', done);
+  });
+}
+
+/** Entries of an old directory backup: the manifest first says what is there. */
+async function* directoryEntries(dir: string): AsyncGenerator<ArchiveEntry> {
+  let text: Buffer;
+  try {
+    text = await fsp.readFile(path.join(dir, MANIFEST_FILE));
+  } catch (err) {
+    throw new TransferError('BACKUP_NO_MANIFEST', `${dir} is not a hearth backup (no readable ${MANIFEST_FILE})`, { cause: err });
+  }
+  const manifest = parseManifest(text, dir);
+  for (const f of manifest.files) {
+    const abs = path.join(dir, ...f.path.split('/'));
+    const st = await fsp.stat(abs).catch(() => undefined);
+    if (!st) continue;
+    yield { name: f.path, type: st.isFile() ? 'file' : 'other', size: st.size, data: () => fs.createReadStream(abs) as AsyncIterable<Buffer> };
+  }
+  yield { name: MANIFEST_FILE, type: 'file', size: text.length, data: async function* () { yield text; } };
+}
+
+function parseManifest(text: Buffer, where: string): Manifest {
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(text.toString('utf8')) as Manifest;
+  } catch (err) {
+    throw new TransferError('BACKUP_NO_MANIFEST', `${where}: its ${MANIFEST_FILE} is not readable JSON`, { cause: err });
+  }
+  if (manifest?.format !== 'hearth-backup' || (manifest.version !== 1 && manifest.version !== 2) || !Array.isArray(manifest.files)) throw new TransferError('BACKUP_NO_MANIFEST', `${where}: unknown backup format`);
+  return manifest;
+}
+
+export type VerifyResult = { manifest: Manifest | undefined; problems: string[]; entries: number };
+
+/** Where a checked file's bytes go: restore writes them to staging, verify just drains them. */
+type FileSink = (rel: string, data: AsyncIterable<Buffer>) => Promise<void>;
+
+/**
+ * Read the whole archive once: refuse unsafe entries (throws BACKUP_UNSAFE), hash every file, and
+ * compare with the manifest and its counts. Damage (bad gzip, cut short) is a problem, not a throw.
+ */
+async function scanArchive(archive: string, sink: FileSink | undefined, onProgress?: (p: BackupProgress) => void): Promise<VerifyResult> {
+  const st = await fsp.stat(archive).catch(() => undefined);
+  if (!st) throw new TransferError('BACKUP_MISSING', `${archive} does not exist`);
+  let read = 0;
+  const total = st.isDirectory() ? 0 : st.size;
+  const entries = st.isDirectory() ? directoryEntries(archive) : tarEntries(archive, (n) => (read += n));
+  const seen = new Map<string, { size: number; sha256: string }>();
+  const problems: string[] = [];
+  let manifest: Manifest | undefined;
+  let usersText = '';
+  let last = '(the start)';
+  let count = 0;
+  try {
+    for await (const e of entries) {
+      count++;
+      const why = unsafeEntry(e.name, e.type, e.linkname);
+      if (why) throw new TransferError('BACKUP_UNSAFE', `${archive}: entry ${JSON.stringify(e.name)} ${why}; refusing this archive, nothing was restored`);
+      last = e.name;
+      if (e.type === 'directory') continue;
+      if (seen.has(e.name) || (e.name === MANIFEST_FILE && manifest)) {
+        problems.push(`${e.name}: in the archive twice`);
+        continue;
+      }
+      if (e.name === MANIFEST_FILE) {
+        if (e.size > MANIFEST_MAX) throw new TransferError('BACKUP_NO_MANIFEST', `${archive}: ${MANIFEST_FILE} is ${e.size} bytes, not a hearth manifest`);
+        const chunks: Buffer[] = [];
+        for await (const c of e.data()) chunks.push(c);
+        manifest = parseManifest(Buffer.concat(chunks), archive);
+        continue;
+      }
+      const hash = createHash('sha256');
+      let size = 0;
+      const keepUsers = e.name === 'config/users';
+      const usersChunks: Buffer[] = [];
+      async function* hashed(): AsyncGenerator<Buffer> {
+        for await (const c of e.data()) {
+          hash.update(c);
+          size += c.length;
+          if (keepUsers) usersChunks.push(c);
+          yield c;
+        }
+      }
+      if (sink) await sink(e.name, hashed());
+      else for await (const _ of hashed()) void _;
+      seen.set(e.name, { size, sha256: hash.digest('hex') });
+      if (keepUsers) usersText = Buffer.concat(usersChunks).toString('utf8');
+      onProgress?.(total ? { done: read, total, file: e.name, unit: 'bytes' } : { done: count, total: count, file: e.name, unit: 'files' });
+    }
+  } catch (err) {
+    if (err instanceof TransferError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code && !/^Z_/.test(code) && code !== 'ERR_STREAM_PREMATURE_CLOSE') throw err;
+    problems.push(`the archive is damaged or cut short after ${last}: ${(err as Error).message}`);
+  }
+  if (!manifest) {
+    problems.push(`no ${MANIFEST_FILE} in the archive: not a hearth backup, or cut short before its end`);
+    return { manifest, problems, entries: count };
+  }
+  const listed = new Set<string>();
+  for (const f of manifest.files) {
+    listed.add(f.path);
+    const got = seen.get(f.path);
+    if (!got) problems.push(`${f.path}: missing from the archive`);
+    else if (got.size !== f.size) problems.push(`${f.path}: ${got.size} bytes, the manifest says ${f.size}`);
+    else if (got.sha256 !== f.sha256) problems.push(`${f.path}: checksum differs (changed or damaged)`);
+  }
+  for (const p of seen.keys()) if (!listed.has(p)) problems.push(`${p}: in the archive but not in its manifest`);
   const counts = countsOf(manifest.files, usersText);
   for (const k of Object.keys(counts) as Array<keyof BackupCounts>) {
     if (counts[k] !== manifest.counts[k]) problems.push(`count of ${k}: ${counts[k]} in the archive, the manifest says ${manifest.counts[k]}`);
   }
-  return { manifest, problems };
+  return { manifest, problems, entries: count };
 }
 
-async function isEmptyDir(dir: string): Promise<boolean> {
-  return ((await fsp.readdir(dir).catch(() => [] as string[])).length === 0);
+/** Stream through the archive and check every file against the manifest (size, SHA-256) and its counts. */
+export async function verifyBackup(archive: string, onProgress?: (p: BackupProgress) => void): Promise<VerifyResult> {
+  return scanArchive(path.resolve(archive), undefined, onProgress);
 }
+
+/** Reads entries up to one file and returns its text (the config comes first, so this is quick). */
+export async function readArchiveFile(archive: string, name: string): Promise<string | undefined> {
+  const abs = path.resolve(archive);
+  const st = await fsp.stat(abs).catch(() => undefined);
+  if (!st) throw new TransferError('BACKUP_MISSING', `${abs} does not exist`);
+  if (st.isDirectory()) return fsp.readFile(path.join(abs, ...name.split('/')), 'utf8').catch(() => undefined);
+  try {
+    for await (const e of tarEntries(abs, () => undefined)) {
+      if (e.name !== name || e.type !== 'file') continue;
+      const chunks: Buffer[] = [];
+      for await (const c of e.data()) chunks.push(c);
+      return Buffer.concat(chunks).toString('utf8');
+    }
+  } catch (err) {
+    if (err instanceof TransferError) throw err;
+    throw new TransferError('BACKUP_DAMAGED', `${abs} is not a readable tar archive: ${(err as Error).message}`, { cause: err });
+  }
+  return undefined;
+}
+
+const exists = async (p: string): Promise<boolean> => (await fsp.stat(p).catch(() => undefined)) !== undefined;
+
+/** Files a fresh clone of hearth already has in config/ and maildir/: restoring over them is fine. */
+const SHIPPED = new Set(['hearth.example.toml', '.gitkeep']);
+
+async function isEmptyDir(dir: string, ignoreShipped = false): Promise<boolean> {
+  return (await fsp.readdir(dir).catch(() => [] as string[])).filter((n) => !ignoreShipped || !SHIPPED.has(n)).length === 0;
+}
+
+export type RestoreResult = { manifest: Manifest; configFiles: number; dataFiles: number };
 
 /**
- * Verify the archive, then copy `config/` into `configDir` and `data/` into `dataDir`. Refuses a
- * non-empty target unless `force` (then archive files overwrite, other files stay).
+ * Restore `config/` into `configDir` and `data/` into `dataDir`, verifying while extracting: files
+ * go to a staging folder in each target and are moved into place only when the whole archive
+ * matched its manifest, so a damaged or hostile archive leaves the targets as they were. Refuses
+ * non-empty targets unless `force` (then the archive's files overwrite, other files stay); what a
+ * fresh clone ships there (hearth.example.toml, .gitkeep) does not count.
  */
-export async function restoreBackup(opts: { archive: string; configDir: string; dataDir: string; force?: boolean; onProgress?: (p: BackupProgress) => void }): Promise<Manifest> {
-  const { manifest, problems } = await verifyBackup(opts.archive);
-  if (problems.length) throw new TransferError('BACKUP_DAMAGED', `the backup does not verify, nothing restored:\n  ${problems.slice(0, 20).join('\n  ')}`);
-  for (const [what, dir] of [['config', opts.configDir], ['data', opts.dataDir]] as const) {
-    if (!opts.force && !(await isEmptyDir(dir))) throw new TransferError('RESTORE_NOT_EMPTY', `the ${what} folder ${dir} is not empty; restore into empty folders, or pass --force to overwrite what the backup holds`);
+export async function restoreBackup(opts: { archive: string; configDir: string; dataDir: string; force?: boolean; onProgress?: (p: BackupProgress) => void }): Promise<RestoreResult> {
+  const archive = path.resolve(opts.archive);
+  const targets = { config: path.resolve(opts.configDir), data: path.resolve(opts.dataDir) };
+  for (const [what, dir] of Object.entries(targets)) {
+    if (!opts.force && !(await isEmptyDir(dir, true))) throw new TransferError('RESTORE_NOT_EMPTY', `the ${what} folder ${dir} is not empty; restore into empty folders, or pass --force to overwrite what the backup holds`);
   }
-  let done = 0;
-  for (const f of manifest.files) {
-    done++;
-    const [top, ...rest] = f.path.split('/');
-    const dest = path.join(top === 'config' ? opts.configDir : opts.dataDir, ...rest);
-    await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
-    await fsp.copyFile(path.join(opts.archive, ...f.path.split('/')), dest);
-    await fsp.chmod(dest, f.mode);
-    const when = new Date(f.mtimeMs);
-    await fsp.utimes(dest, when, when);
-    opts.onProgress?.({ done, total: manifest.files.length, file: f.path });
+  const existed = { config: await exists(targets.config), data: await exists(targets.data) };
+  const stamp = `${STAGING_PREFIX}${randomBytes(4).toString('hex')}`;
+  const made: string[] = [];
+  const staging = { config: path.join(targets.config, stamp), data: path.join(targets.data, stamp) };
+  const split = (rel: string): { top: 'config' | 'data'; rest: string[] } => {
+    const [top, ...rest] = rel.split('/');
+    return { top: top as 'config' | 'data', rest };
+  };
+  try {
+    for (const dir of Object.values(staging)) {
+      const first = await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      if (first) made.push(first);
+    }
+    const { manifest, problems } = await scanArchive(
+      archive,
+      async (rel, data) => {
+        const { top, rest } = split(rel);
+        const dest = path.join(staging[top], ...rest);
+        await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+        await pipeline(data, fs.createWriteStream(dest, { mode: 0o600 }));
+      },
+      opts.onProgress,
+    );
+    if (problems.length || !manifest) throw new TransferError('BACKUP_DAMAGED', `the backup does not verify, nothing restored:\n  ${problems.slice(0, 20).join('\n  ')}${problems.length > 20 ? `\n  … and ${problems.length - 20} more` : ''}`);
+    // Verified: move into place. Folders first (empty Maildir folders and their modes), then files.
+    for (const d of manifest.dirs ?? []) {
+      const { top, rest } = split(d.path);
+      const dest = path.join(targets[top], ...rest);
+      await fsp.mkdir(dest, { recursive: true, mode: d.mode });
+      await fsp.chmod(dest, d.mode);
+    }
+    let configFiles = 0;
+    let dataFiles = 0;
+    for (const f of manifest.files) {
+      const { top, rest } = split(f.path);
+      const dest = path.join(targets[top], ...rest);
+      await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+      await fsp.rename(path.join(staging[top], ...rest), dest);
+      await fsp.chmod(dest, f.mode);
+      const when = new Date(f.mtimeMs);
+      await fsp.utimes(dest, when, when);
+      if (top === 'config') configFiles++;
+      else dataFiles++;
+    }
+    return { manifest, configFiles, dataFiles };
+  } finally {
+    for (const dir of Object.values(staging)) await fsp.rm(dir, { recursive: true, force: true });
+    // Folders made here only for staging, and left empty (nothing restored), go too.
+    for (const what of ['data', 'config'] as const) {
+      if (existed[what]) continue;
+      for (let dir = targets[what]; made.some((m) => dir === m || dir.startsWith(m + path.sep)); dir = path.dirname(dir)) {
+        if (!(await isEmptyDir(dir)) || !(await fsp.rmdir(dir).then(() => true, () => false))) break;
+      }
+    }
   }
-  return manifest;
 }
