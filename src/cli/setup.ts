@@ -165,7 +165,10 @@ export function registerSetupCommands(program: Command): void {
           'Next:',
           `  1. Add the records above; \`hearth dns check ${answers.domain}\` says which are missing or wrong.`,
           answers.tls.kind === 'self-signed' ? `  2. The certificate is self-signed: replace config/tls/*.pem with a real one for ${answers.hostname} (and autoconfig., mta-sts. of ${answers.domain}).` : '  2. TLS: your certificate files are in place.',
-          `  3. Start the server: \`hearth serve --config ${result.loaded.dir}\`.`,
+          // In a clone there is no `hearth` on the PATH; `npm start` reads ./config.
+          result.loaded.dir === resolve('config')
+            ? '  3. Start the server: `npm start` in this folder (or `hearth serve` where hearth is installed as a command).'
+            : `  3. Start the server: \`npm run hearth -- serve --config ${result.loaded.dir}\` in the hearth folder (or \`hearth serve --config ${result.loaded.dir}\`).`,
           `  4. In Thunderbird, Outlook or on a phone, add the account ${answers.user.toLowerCase()}: the settings are found on their own.`,
           answers.relay.mode === 'mx' ? '  Sending directly needs outbound port 25 and a reverse DNS (PTR) name for your address; ask your provider, or use --relay smarthost.' : '',
         ]
