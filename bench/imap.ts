@@ -2,14 +2,18 @@
 // index built from a fresh Maildir; warm: a second session; after a restart: the index read
 // back from sqlite), UID FETCH 1:* of flags (and sizes), header fields of the newest 100 and
 // last 500 messages, SEARCH BODY, the APPEND rate, and the server's memory per idle connection
-// (1,000 plaintext and 200 TLS connections logged in, INBOX selected, in IDLE).
+// (1,000 plaintext and 200 TLS connections logged in, INBOX selected, in IDLE), next to the
+// same figure for a bare Node server (--baseline) so hearth's own share is visible.
 //
 // The server runs in a child process of its own (bench/imap-server.ts, started with
 // --expose-gc): the client in this process does not share its event loop, and RSS and heap
-// figures are the server's alone, measured after two full GCs. The client (imap-client.ts)
+// figures are the server's alone, measured after two full GCs. The idle connections are opened
+// in steps; the figure per connection is the least-squares slope of memory against the count,
+// with V8's young generation held small (--semi-space) so its pages do not pass for sessions. The client (imap-client.ts)
 // pipelines and only counts bytes and terminators. Figures are printed with the issue's
 // targets beside them, never asserted.
 import { fork } from 'node:child_process';
+import { scryptSync } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,6 +23,7 @@ import { parseArgs } from 'node:util';
 import { silentLogger } from '../src/core/log.ts';
 import { ensureDefaultConfig } from '../src/config/defaults.ts';
 import { shaCrypt } from '../src/config/sha-crypt.ts';
+import { hashPassword } from '../src/config/users.ts';
 import { MaildirStore } from '../src/store/maildir.ts';
 import { ImapConn } from './imap-client.ts';
 
@@ -32,7 +37,26 @@ const HELP = `npm run bench -- imap [options]
   --idle N             plaintext connections in IDLE for the memory figure (default 1000; 0 skips)
   --idle-tls N         implicit-TLS connections in IDLE (default 200; 0 skips)
   --idle-messages N    messages in the idle user's INBOX (default 100)
+  --idle-steps K       open the idle connections in K equal steps; the per-connection figure is the
+                       least-squares slope of memory against connections over steps 1..K (default 5)
+  --idle-churn R       then R rounds of opening as many sessions again and closing them, with the
+                       memory after each (a leak check; default 0)
+  --baseline           also measure a bare Node net/tls server (same certificate, a fixed answer
+                       per command) holding the same idle connections
+  --baseline-login M   what the baseline does at LOGIN: none (default), crypt (the SHA512-CRYPT check
+                       hearth does, on the event loop) or crypt-worker (the same in a worker thread)
+  --malloc-arena-max N run the server with MALLOC_ARENA_MAX=N (glibc; fewer per-thread arenas)
+  --semi-space MB      the idle-memory servers run with --max-semi-space-size=MB (default 1; 0 keeps
+                       Node's own, up to 32 MiB: V8's young generation, up to twice that, is a
+                       per-process cost whose pages are written bit by bit as sessions are opened,
+                       which drowns the per-connection figure)
+  --server-flags=F..   extra node flags for the server process, e.g. --server-flags=--max-old-space-size=512
+  --malloc-trim BYTES  run the server with MALLOC_TRIM_THRESHOLD_=BYTES (glibc returns free heap top
+                       above this; setting it also stops glibc's dynamic mmap threshold)
+  --password-scheme S  the users' password hash: sha512-crypt (default; hashed on the event loop),
+                       scrypt (a toy cost, on libuv's threads) or argon2id (hearth's default, slow)
   --no-fsync           run the server with fsync = false (APPEND rate without disk flushes)
+  --heap-snapshot DIR  write a heap snapshot of the server into DIR with all idle sessions open
   --cpu-prof DIR       write the server's CPU profile (.cpuprofile) into DIR
   --keep               leave the temporary data directories in place`;
 
@@ -41,7 +65,7 @@ const USERS = ['bench', 'append', 'idle'] as const;
 const RARE_WORD = 'zanzibar';
 const DAY = 86_400_000;
 
-type Mem = { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number; newSpace: number };
+type Mem = { rss: number; rssAnon: number; threads: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number; newSpace: number };
 type Options = {
   sizes: number[];
   runs: number;
@@ -51,8 +75,17 @@ type Options = {
   idle: number;
   idleTls: number;
   idleMessages: number;
+  idleSteps: number;
+  idleChurn: number;
+  baseline: boolean;
+  baselineLogin: string;
+  serverEnv: Record<string, string>;
+  serverFlags: string[];
+  semiSpace: number;
+  scheme: 'sha512-crypt' | 'scrypt' | 'argon2id';
   fsync: boolean;
   cpuProf: string | undefined;
+  heapSnapshot: string | undefined;
   keep: boolean;
 };
 
@@ -102,9 +135,11 @@ class ServerProcess {
     });
   }
 
-  static start(configDir: string, cpuProf: string | undefined): Promise<ServerProcess> {
-    const execArgv = ['--expose-gc', ...(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : [])];
-    const child = fork(fileURLToPath(new URL('./imap-server.ts', import.meta.url)), [configDir], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  static start(configDir: string, cpuProf: string | undefined, bare = false, flags: string[] = []): Promise<ServerProcess> {
+    const execArgv = ['--expose-gc', ...flags, ...options.serverFlags, ...(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : [])];
+    const env = { ...process.env, ...options.serverEnv, BENCH_IDLE_MESSAGES: String(options.idleMessages), BENCH_BARE_LOGIN: options.baselineLogin, BENCH_PASSWORD: PASSWORD };
+    const args = bare ? [configDir, '--bare'] : [configDir];
+    const child = fork(fileURLToPath(new URL('./imap-server.ts', import.meta.url)), args, { execArgv, env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     return new Promise((resolve, reject) => {
       child.once('error', reject);
       child.once('exit', (code) => reject(new Error(`server exited with code ${code} before listening`)));
@@ -115,16 +150,21 @@ class ServerProcess {
     });
   }
 
-  #request(op: 'mem' | 'stop'): Promise<Record<string, unknown>> {
+  #request(op: 'mem' | 'stop' | 'snapshot', extra: { dir?: string } = {}): Promise<Record<string, unknown>> {
     const id = ++this.#seq;
     return new Promise((resolve) => {
       this.#waiting.set(id, resolve);
-      this.child.send({ id, op });
+      this.child.send({ id, op, ...extra });
     });
   }
 
   async mem(): Promise<Mem> {
     return (await this.#request('mem')).mem as Mem;
+  }
+
+  /** Write a heap snapshot of the server into `dir`; resolves with its file name. */
+  async snapshot(dir: string): Promise<string> {
+    return (await this.#request('snapshot', { dir })).file as string;
   }
 
   async stop(): Promise<void> {
@@ -147,12 +187,21 @@ async function makeRoot(): Promise<{ root: string; configDir: string; store: Mai
       `[listeners.imaps]\nlisten = "127.0.0.1:0"\ntls = "implicit"\n` +
       `[limits]\nconnections_per_ip = 5000\nconnections = 5000\n`,
   );
-  // SHA512-CRYPT at the minimum rounds instead of argon2id: 1,000 logins must not be the
-  // benchmark, and argon2's 19 MiB per hash would blur the server's RSS.
-  const hash = await shaCrypt(PASSWORD, '$6$rounds=1000$benchsaltbench');
-  await writeFile(join(configDir, 'users'), USERS.map((u) => `${u}@example.test:{SHA512-CRYPT}${hash}\n`).join(''), { mode: 0o600 });
+  // Cheap hashes instead of argon2id: 1,000 logins must not be the benchmark, and argon2's
+  // 19 MiB per hash would blur the server's RSS. SHA512-CRYPT runs on the event loop; scrypt
+  // (at a toy cost) runs on libuv's threads, which changes what the logins leave in malloc;
+  // argon2id is what `hearth user add` writes (19 MiB and a few ms per login, on libuv's threads).
+  const hash =
+    options.scheme === 'scrypt' ? `{SCRYPT}${toyScrypt(PASSWORD)}` : options.scheme === 'argon2id' ? await hashPassword(PASSWORD) : `{SHA512-CRYPT}${await shaCrypt(PASSWORD, '$6$rounds=1000$benchsaltbench')}`;
+  await writeFile(join(configDir, 'users'), USERS.map((u) => `${u}@example.test:${hash}\n`).join(''), { mode: 0o600 });
   await mkdir(join(root, 'maildir'), { recursive: true });
   return { root, configDir, store: new MaildirStore({ root: join(root, 'maildir'), fsync: false, log: silentLogger() }) };
+}
+
+function toyScrypt(password: string): string {
+  const salt = Buffer.from('benchsaltbench');
+  const key = scryptSync(password, salt, 32, { N: 16, r: 8, p: 1 });
+  return `$scrypt$ln=4,r=8,p=1$${salt.toString('base64')}$${key.toString('base64')}`;
 }
 
 const WORDS = 'the quick brown fox jumps over lazy dog mail server index folder message report weekly meeting notes budget review draft invoice travel plans'.split(' ');
@@ -326,46 +375,87 @@ async function openIdle(port: number, count: number, tls: boolean, into: ImapCon
   }
 }
 
+/** Least-squares fit y = a + b x: the slope b and R² (how straight the line is). */
+function fitLine(xs: number[], ys: number[]): { slope: number; r2: number } {
+  const n = xs.length;
+  const mx = xs.reduce((a, b) => a + b, 0) / n;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let sxy = 0;
+  let sxx = 0;
+  let syy = 0;
+  for (let i = 0; i < n; i++) {
+    sxy += (xs[i] - mx) * (ys[i] - my);
+    sxx += (xs[i] - mx) ** 2;
+    syy += (ys[i] - my) ** 2;
+  }
+  const slope = sxx === 0 ? 0 : sxy / sxx;
+  return { slope, r2: syy === 0 ? 1 : (sxy * sxy) / (sxx * syy) };
+}
+
 /**
- * The server's memory per idle session: `count` sessions opened in two halves, the server's
- * memory taken (after full GCs) before, between and after. The second half's growth per
- * session is the marginal cost, free of one-time growth (heap spaces, allocator arenas) that
- * the first connections bring about. Each measurement runs in a fresh server process, since
- * memory freed by earlier sessions would be reused and hide the cost.
+ * The server's memory per idle session: `count` sessions opened in `idleSteps` equal steps, the
+ * server's memory taken (after full GCs) before and after each step. The per-connection figure
+ * is the least-squares slope over steps 1..K: the first step also carries one-time growth
+ * (heap spaces, JIT code, allocator arenas, the user's index) that later connections do not
+ * repeat, so it is left out of the fit and shown separately as the average from 0. Each
+ * measurement runs in a fresh server process, since memory freed by earlier sessions would
+ * be reused and hide the cost. (So would memory freed by the set-up: after argon2id logins the
+ * RSS slope can come out below the JS heap's.)
  */
-async function idleMemory(server: ServerProcess, count: number, tls: boolean): Promise<void> {
+async function idleMemory(server: ServerProcess, count: number, tls: boolean, label: string): Promise<void> {
   const port = tls ? server.ports.imaps : server.ports.imap;
-  const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 500));
+  const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 300));
   const conns: ImapConn[] = [];
-  const half = Math.floor(count / 2);
-  const before = await server.mem();
+  const steps = Math.max(2, Math.min(options.idleSteps, count));
+  const at: number[] = [0];
+  const mems: Mem[] = [await server.mem()];
   const started = performance.now();
-  await openIdle(port, half, tls, conns);
-  await settle();
-  const middle = await server.mem();
-  await openIdle(port, count - half, tls, conns);
+  for (let k = 1; k <= steps; k++) {
+    const target = Math.round((count * k) / steps);
+    await openIdle(port, target - conns.length, tls, conns);
+    await settle();
+    at.push(conns.length);
+    mems.push(await server.mem());
+  }
   const setupSeconds = (performance.now() - started) / 1000;
-  await settle();
-  const after = await server.mem();
-  const avg = (k: keyof Mem): number => (after[k] - before[k]) / count;
-  const marginal = (k: keyof Mem): number => (after[k] - middle[k]) / (count - half);
+  const series = (f: (m: Mem) => number): number[] => mems.map(f);
+  const fit = (f: (m: Mem) => number) => fitLine(at.slice(1), series(f).slice(1));
+  const avg = (f: (m: Mem) => number): number => (f(mems[steps]) - f(mems[0])) / count;
   const kind = tls ? 'implicit TLS' : 'plaintext';
   const limit = tls ? 64 : 32;
-  out(`  ${count} ${kind} sessions logged in, INBOX (${options.idleMessages} messages) selected, in IDLE (set up in ${setupSeconds.toFixed(1)} s)`);
-  row(`  RSS per connection, second ${count - half} (marginal)`, kib(marginal('rss')), { limit, unit: 'KB', measured: marginal('rss') / 1024 });
-  row(`  RSS per connection, all ${count} (average from before)`, kib(avg('rss')), { limit, unit: 'KB', measured: avg('rss') / 1024 });
-  row(`  JS heapUsed per connection, marginal / average`, `${kib(marginal('heapUsed'))} / ${kib(avg('heapUsed'))}`);
-  row(`  JS heapTotal per connection, marginal / average`, `${kib(marginal('heapTotal'))} / ${kib(avg('heapTotal'))}`);
-  row(`  of which young generation (new space), marginal / average`, `${kib(marginal('newSpace'))} / ${kib(avg('newSpace'))}`);
-  row(`  RSS per connection without young-generation growth, average`, kib(avg('rss') - avg('newSpace')));
-  row(`  external + array buffers per connection, marginal / average`, `${kib(marginal('external') + marginal('arrayBuffers'))} / ${kib(avg('external') + avg('arrayBuffers'))}`);
-  row(`  server RSS before / half / all sessions`, `${mib(before.rss)} / ${mib(middle.rss)} / ${mib(after.rss)}`);
+  const rss = fit((m) => m.rss);
+  const anon = fit((m) => m.rssAnon);
+  const jsAndExternal = (m: Mem): number => m.heapUsed + m.external;
+  out(`  ${label}: ${count} ${kind} sessions logged in, INBOX (${options.idleMessages} messages) selected, in IDLE, in ${steps} steps (set up in ${setupSeconds.toFixed(1)} s)`);
+  const measured = label === 'hearth' ? { limit, unit: 'KB' as const, measured: rss.slope / 1024 } : undefined;
+  row(`  RSS per connection (slope over steps 1..${steps}, R² ${rss.r2.toFixed(3)})`, kib(rss.slope), measured);
+  row(`  anonymous RSS per connection (slope, R² ${anon.r2.toFixed(3)})`, kib(anon.slope));
+  row(`  JS heapUsed + external per connection (slope)`, kib(fit(jsAndExternal).slope));
+  row(`  JS heapUsed / heapTotal / external per connection (slope)`, `${kib(fit((m) => m.heapUsed).slope)} / ${kib(fit((m) => m.heapTotal).slope)} / ${kib(fit((m) => m.external).slope)}`);
+  row(`  averages from before the first (one-time growth included): RSS / heap+external`, `${kib(avg((m) => m.rss))} / ${kib(avg(jsAndExternal))}`);
+  row(`  server RSS (threads) at each step`, mems.map((m) => `${mib(m.rss)} (${m.threads})`).join(' / '));
+  row(`  JS heapUsed, heapTotal (young generation) at each step`, mems.map((m) => `${mib(m.heapUsed)}, ${mib(m.heapTotal)} (${mib(m.newSpace)})`).join(' / '));
+  // A leak check: memory that grows with sessions served rather than sessions open would show
+  // here as growth from round to round; the allocator keeping its high-water mark shows as a
+  // step up on the first round only.
+  for (let r = 1; r <= options.idleChurn; r++) {
+    const extra: ImapConn[] = [];
+    await openIdle(port, count, tls, extra);
+    for (const c of extra) c.close();
+    await new Promise((res) => setTimeout(res, 1000));
+    const m = await server.mem();
+    row(`  round ${r}: ${count} more sessions opened, then closed: RSS / heapUsed`, `${mib(m.rss)} / ${mib(m.heapUsed)}`);
+  }
+  if (options.heapSnapshot) out(`    heap snapshot with every session open: ${await server.snapshot(options.heapSnapshot)}`);
   for (const c of conns) c.close();
   await new Promise((r) => setTimeout(r, 1000));
 }
 
 async function appendAndIdle(): Promise<void> {
   out(`\nAPPEND rate and memory per idle connection (server in its own process, a fresh one for each; memory after two full GCs)`);
+  out(`  idle-memory servers: ${options.semiSpace > 0 ? `--max-semi-space-size=${options.semiSpace} (young generation at most ${2 * options.semiSpace} MiB; --semi-space 0 for Node's default)` : "Node's default young generation (up to 64 MiB, written as sessions open: expect noise)"}; password hashes: ${options.scheme}`);
+  const env = Object.entries(options.serverEnv).map(([k, v]) => `${k}=${v}`).join(' ');
+  if (env || options.serverFlags.length) out(`  server environment: ${env} node ${options.serverFlags.join(' ')}`);
   const { root, configDir, store } = await makeRoot();
   await fill(store, 'idle', options.idleMessages, '');
   if (options.appends > 0) {
@@ -375,14 +465,18 @@ async function appendAndIdle(): Promise<void> {
   }
   for (const [count, tls] of [[options.idle, false], [options.idleTls, true]] as const) {
     if (count <= 0) continue;
-    const server = await ServerProcess.start(configDir, options.cpuProf);
-    // Open the idle user's index once, so the per-connection figure leaves the per-user one out.
-    const c = await login(server.ports.imap, 'idle');
-    await c.ok('SELECT INBOX');
-    await c.ok('LOGOUT').catch(() => {});
-    c.close();
-    await idleMemory(server, count, tls);
-    await server.stop();
+    for (const bare of options.baseline ? [false, true] : [false]) {
+      const server = await ServerProcess.start(configDir, options.cpuProf, bare, options.semiSpace > 0 ? [`--max-semi-space-size=${options.semiSpace}`] : []);
+      if (!bare) {
+        // Open the idle user's index once, so the per-connection figure leaves the per-user one out.
+        const c = await login(server.ports.imap, 'idle');
+        await c.ok('SELECT INBOX');
+        await c.ok('LOGOUT').catch(() => {});
+        c.close();
+      }
+      await idleMemory(server, count, tls, bare ? `bare Node baseline (LOGIN: ${options.baselineLogin})` : 'hearth');
+      await server.stop();
+    }
   }
   if (!options.keep) await rm(root, { recursive: true, force: true });
   else out(`  kept ${root}`);
@@ -402,8 +496,18 @@ export async function run(argv: string[]): Promise<void> {
       idle: { type: 'string', default: '1000' },
       'idle-tls': { type: 'string', default: '200' },
       'idle-messages': { type: 'string', default: '100' },
+      'idle-steps': { type: 'string', default: '5' },
+      'idle-churn': { type: 'string', default: '0' },
+      baseline: { type: 'boolean', default: false },
+      'baseline-login': { type: 'string', default: 'none' },
+      'malloc-arena-max': { type: 'string' },
+      'malloc-trim': { type: 'string' },
+      'server-flags': { type: 'string', default: '' },
+      'semi-space': { type: 'string', default: '1' },
+      'password-scheme': { type: 'string', default: 'sha512-crypt' },
       'no-fsync': { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
+      'heap-snapshot': { type: 'string' },
       keep: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -421,8 +525,20 @@ export async function run(argv: string[]): Promise<void> {
     idle: Number(values.idle),
     idleTls: Number(values['idle-tls']),
     idleMessages: Number(values['idle-messages']),
+    idleSteps: Number(values['idle-steps']),
+    idleChurn: Number(values['idle-churn']),
+    baseline: values.baseline,
+    baselineLogin: values['baseline-login'],
+    scheme: (['scrypt', 'argon2id'] as const).find((x) => x === values['password-scheme']) ?? 'sha512-crypt',
+    semiSpace: Number(values['semi-space']),
+    serverFlags: values['server-flags'].split(' ').filter(Boolean),
+    serverEnv: {
+      ...(values['malloc-arena-max'] ? { MALLOC_ARENA_MAX: values['malloc-arena-max'] } : {}),
+      ...(values['malloc-trim'] ? { MALLOC_TRIM_THRESHOLD_: values['malloc-trim'] } : {}),
+    },
     fsync: !values['no-fsync'],
     cpuProf: values['cpu-prof'],
+    heapSnapshot: values['heap-snapshot'],
     keep: values.keep,
   };
   out(`imap benchmark: Node ${process.version}; server in a child process, client in this one; times are client-side, write to tagged OK`);

@@ -58,7 +58,9 @@ export class LineServer<S extends LineSessionLike> {
     this.#opts = opts;
     this.#perIp = new ConnectionCounter({ maxPerKey: opts.connectionsPerIp, maxTotal: opts.maxConnections });
     const creds = opts.tlsCredentials;
-    this.#tlsContext = creds ? tls.createSecureContext({ key: creds.key, cert: creds.cert, minVersion: 'TLSv1.2' }) : undefined;
+    // One context per listener, shared by every STARTTLS session (a SecureContext per connection
+    // would cost an SSL_CTX each). Implicit TLS uses the tls.Server's own, so none is made here.
+    this.#tlsContext = creds && opts.tls === 'starttls' ? tls.createSecureContext({ key: creds.key, cert: creds.cert, minVersion: 'TLSv1.2' }) : undefined;
     if (opts.tls === 'implicit') {
       if (!creds) throw new Error('implicit TLS needs a certificate');
       // SNICallback answering undefined keeps the default context (the one setSecureContext swaps).
@@ -92,7 +94,7 @@ export class LineServer<S extends LineSessionLike> {
    */
   setTlsCredentials(creds: { key: Buffer; cert: Buffer }, sni?: (name: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void): void {
     const options = { key: creds.key, cert: creds.cert, minVersion: 'TLSv1.2' as const };
-    this.#tlsContext = tls.createSecureContext(options);
+    if (this.#opts.tls === 'starttls') this.#tlsContext = tls.createSecureContext(options);
     this.#sni = sni;
     if (this.#server instanceof tls.Server) this.#server.setSecureContext(options);
   }

@@ -258,7 +258,7 @@ export class ImapSession extends StateMachine<State> {
   onClosed(): void {
     this.stopTimer();
     this.#stopIdle();
-    clearTimeout(this.#loginDeadline);
+    this.#clearLoginDeadline();
     this.#detach();
     if (this.state !== 'LOGOUT') this.transition('LOGOUT', 'connection closed');
     this.stopTimer();
@@ -273,6 +273,12 @@ export class ImapSession extends StateMachine<State> {
   async onTimeout(): Promise<void> {
     this.log.info({ state: this.state }, 'autologout');
     await this.#hangUp('* BYE autologout; idle for too long\r\n', 'idle timeout');
+  }
+
+  #clearLoginDeadline(): void {
+    clearTimeout(this.#loginDeadline);
+    // A cleared Timeout still held here would stay on the heap for the whole session.
+    this.#loginDeadline = undefined;
   }
 
   async #loginTimeout(): Promise<void> {
@@ -291,7 +297,7 @@ export class ImapSession extends StateMachine<State> {
 
   async #hangUp(last: string, why: string): Promise<void> {
     this.#stopIdle();
-    clearTimeout(this.#loginDeadline);
+    this.#clearLoginDeadline();
     this.#detach();
     if (this.state !== 'LOGOUT') this.transition('LOGOUT', why);
     this.stopTimer();
@@ -449,7 +455,7 @@ export class ImapSession extends StateMachine<State> {
     this.mailboxes = mailboxes;
     mailboxes.on('change', this.#onChange);
     this.username = `${box.user}@${box.domain}`;
-    clearTimeout(this.#loginDeadline);
+    this.#clearLoginDeadline();
     this.log.info({ peer, user: this.username }, 'logged in');
     this.transition('AUTHENTICATED', 'login');
     await this.tagged(tag, 'OK', `[CAPABILITY ${this.capabilities().join(' ')}] logged in`);
