@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import net from 'node:net';
 import { silentLogger } from '../src/core/log.ts';
@@ -15,13 +15,18 @@ import { startHearth } from '../src/main.ts';
 import { startDnsServer } from '../test/helpers/dns-server.ts';
 import type { DnsZone } from '../test/helpers/dns-server.ts';
 
+function pct(values: number[], p: number): string {
+  const sorted = [...values].sort((a, b) => a - b);
+  return (sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? 0).toFixed(1);
+}
+
 export async function run(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { messages: { type: 'string', default: '2000' }, size: { type: 'string', default: '10240' }, domains: { type: 'string', default: '20' }, help: { type: 'boolean', default: false } },
+    options: { messages: { type: 'string', default: '2000' }, size: { type: 'string', default: '10240' }, domains: { type: 'string', default: '20' }, 'no-fsync': { type: 'boolean', default: false }, help: { type: 'boolean', default: false } },
   });
   if (values.help) {
-    process.stdout.write('npm run bench -- relay [--messages N] [--size BYTES] [--domains D]\n');
+    process.stdout.write('npm run bench -- relay [--messages N] [--size BYTES] [--domains D] [--no-fsync (diagnosis only: shows what fsync costs)]\n');
     return;
   }
   const messages = Number(values.messages);
@@ -32,7 +37,9 @@ export async function run(argv: string[]): Promise<void> {
   const done = new Promise<void>((r) => (allReceived = r));
   // A minimal sink MX that greets at once (smtp-server waits 100 ms before its greeting, which
   // would measure smtp-server, not hearth): just enough SMTP to accept and count messages.
+  let connections = 0;
   const sink = net.createServer((socket) => {
+    connections++;
     let inData = false;
     let buffered = '';
     socket.write('220 sink ESMTP\r\n');
@@ -79,7 +86,7 @@ export async function run(argv: string[]): Promise<void> {
   await ensureDefaultConfig(configDir, { log: silentLogger() });
   await writeFile(
     join(configDir, 'hearth.toml'),
-    `hostname = "bench.example"\ndomains = ["example.test"]\nlog_level = "warn"\n[listeners.submission]\nlisten = "127.0.0.1:0"\ntls = "starttls"\n` +
+    `hostname = "bench.example"\ndomains = ["example.test"]\nlog_level = "warn"\n${values['no-fsync'] ? 'fsync = false\n' : ''}[listeners.submission]\nlisten = "127.0.0.1:0"\ntls = "starttls"\n` +
       `[relay]\nmx_port = ${sinkPort}\n[dns]\nservers = ["127.0.0.1:${dns.port}"]\n[queue]\nmax_concurrent = 40\nmax_per_domain = 4\n[limits]\nconnections_per_ip = 50\n`,
   );
   await new UsersFile(join(configDir, 'users')).add('bench@example.test', 'bench-password-123');
@@ -91,8 +98,11 @@ export async function run(argv: string[]): Promise<void> {
   let peakRss = process.memoryUsage.rss();
   const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage.rss())), 100);
   const started = performance.now();
+  const elu0 = performance.eventLoopUtilization();
+  const cpu0 = process.cpuUsage();
+  const thread0 = process.threadCpuUsage();
   // The ingest benchmark's pipelining client, logged in, as 10 mail clients submitting at once.
-  const submitted = await new Promise<{ seconds: number; sent: number; failed: number }>((resolve, reject) => {
+  const submitted = await new Promise<{ seconds: number; sent: number; failed: number; latencies: number[] }>((resolve, reject) => {
     const w = new Worker(new URL('./ingest-client.ts', import.meta.url), {
       workerData: { port, messages, size: Number(values.size), concurrency: 10, perConnection: false, auth: { user: 'bench@example.test', pass: 'bench-password-123' }, from: 'bench@example.test', rcpt: 'user{i}@d{d}.remote.example', domains },
     });
@@ -102,6 +112,12 @@ export async function run(argv: string[]): Promise<void> {
   if (submitted.failed) throw new Error(`${submitted.failed} submissions failed`);
   await done;
   const seconds = (performance.now() - started) / 1000;
+  // Less noisy than the wall clock on a shared machine: how busy the main loop was, and the CPU
+  // the whole process (all threads, the client's included) used per message.
+  const elu = performance.eventLoopUtilization(elu0);
+  const cpu = process.cpuUsage(cpu0);
+  const thread = process.threadCpuUsage(thread0);
+  const threadMs = (thread.user + thread.system) / 1000;
   clearInterval(rssTimer);
   delay.disable();
   await hearth.close();
@@ -109,8 +125,10 @@ export async function run(argv: string[]): Promise<void> {
   sink.close();
   await rm(root, { recursive: true, force: true });
   process.stdout.write(
-    `relay: ${messages} messages of ${values.size} B to ${domains} domains, submitted in ${submitted.seconds.toFixed(1)} s, all relayed in ${seconds.toFixed(1)} s\n` +
+    `relay: ${messages} messages of ${values.size} B to ${domains} domains, submitted in ${submitted.seconds.toFixed(1)} s, all relayed in ${seconds.toFixed(1)} s over ${connections} connections\n` +
       `  ${(messages / seconds).toFixed(0)} messages/s end to end (target 500)\n` +
+      `  submission latency (end of DATA to 250) p50 ${pct(submitted.latencies, 50)} ms, p99 ${pct(submitted.latencies, 99)} ms\n` +
+      `  main loop busy ${(elu.active / 1000).toFixed(1)} s, main thread CPU ${(threadMs / 1000).toFixed(1)} s (${((threadMs / messages) * 1000).toFixed(0)} µs per message); process CPU user ${(cpu.user / 1e6).toFixed(1)} s, system ${(cpu.system / 1e6).toFixed(1)} s\n` +
       `  event-loop delay p99 ${(delay.percentile(99) / 1e6).toFixed(1)} ms, max ${(delay.max / 1e6).toFixed(1)} ms\n` +
       `  peak RSS ${(peakRss / 1024 / 1024).toFixed(0)} MiB (server, sinks and client thread)\n`,
   );

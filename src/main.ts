@@ -29,6 +29,7 @@ import { WorkerPool } from './core/workers.ts';
 import { promises as dns } from 'node:dns';
 import { OutboundQueue } from './queue/queue.ts';
 import { makeDeliver } from './smtp/outbound.ts';
+import type { Deliver } from './smtp/outbound.ts';
 import type { RelayTarget } from './smtp/relay-client.ts';
 import { DkimSigner, loadDkimKeys } from './smtp/dkim.ts';
 import type { DkimKey } from './smtp/dkim.ts';
@@ -200,6 +201,8 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
       })());
       for (const box of boxes) void mail.notifyDelivered(box);
     };
+    // The relay's deliver keeps connections for reuse; closed (QUIT) after the queue stops.
+    let relayDeliver: Deliver | undefined;
     const queue: OutboundQueue = new OutboundQueue({
       dir: join(loaded.dataDir, 'queue'),
       scheduler,
@@ -215,7 +218,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
         maxPerDomain: config.queue.max_per_domain,
       },
       // ops (issue 9): in test mode (serve --catch) nothing leaves; see src/ops/catch.ts.
-      deliver: opts.catchMail ? catchDeliver(directory, mail, config.domains, log) : makeDeliver({
+      deliver: opts.catchMail ? catchDeliver(directory, mail, config.domains, log) : (relayDeliver = makeDeliver({
         heloName: config.hostname,
         log: log.child({ svc: 'relay' }),
         resolver,
@@ -240,6 +243,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
     });
     ops.queue(queue); // ops (issue 9)
     await queue.start();
+    stoppers.push(() => relayDeliver?.close());
     stoppers.push(() => queue.stop());
     stoppers.push(() => routing.vacation.idle());
     Object.assign(controlCommands, queueCommands(queue));

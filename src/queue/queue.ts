@@ -6,19 +6,23 @@
 // relay client) and `bounce(message)` (local delivery or enqueue of the DSN).
 //
 // On disk, in `dir` (the queue owns it; nobody else reads it):
-//   <id>.eml    the message, exactly as received (written tmp -> fsync -> rename)
+//   <id>.eml    the message, exactly as received (written and fsync'd under its own name)
 //   <id>.json   the state: { "version": 1, "entry": QueueEntry } (tmp -> fsync -> rename -> dir fsync)
 //   .<id>.*.tmp a write in progress; a leftover one is a torn write and is removed at start
-// A message counts as queued once both files are renamed into place and the folder is synced:
-// only then does enqueue() resolve. An .eml without its .json is an enqueue that never
-// returned and is removed at start.
+// A message counts as queued once its state file is renamed into place (after both files are
+// fsync'd) and the folder is synced: only then does enqueue() resolve. An .eml without its
+// .json is an enqueue that never returned and is removed at start.
 //
-// Crash safety: an attempt (attempts + 1, lastAttemptAt, nextAttemptAt) is written before
-// deliver() is called, so a crash mid-attempt retries at the backoff time, not in a storm; each
-// outcome is written as soon as it is known, so a recipient recorded as delivered is never sent
-// again. Times on disk are wall-clock ms; the attempt deadline is the Scheduler's (monotonic).
+// Crash safety: an attempt (attempts + 1, lastAttemptAt, nextAttemptAt) is on disk before
+// deliver() is called, so a crash mid-attempt retries at the backoff time, not in a storm; the
+// first attempt is recorded by the state written at enqueue. Each outcome is on disk as soon as
+// it is known, so a recipient recorded as delivered is never sent again: written into the state,
+// or, when every recipient is delivered, by removing the state file (and syncing the folder).
+// Directory syncs of concurrent writers are shared (group commit). Times on disk are wall-clock
+// ms; the attempt deadline is the Scheduler's (monotonic).
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { GroupCommit } from '../core/group-commit.ts';
@@ -110,6 +114,10 @@ export class QueueError extends HearthError {
 
 /** A full DSN returns at most this much of the original; bigger messages get their headers only. */
 const MAX_RETURNED_BYTES = 10 * 1024 * 1024;
+/** Messages up to this size stay in memory from enqueue to their first attempt's end... */
+const MAX_CACHED_BODY = 1024 * 1024;
+/** ...as long as all such messages together stay under this. */
+const MAX_CACHED_BYTES = 32 * 1024 * 1024;
 const ID_PATTERN = /^[0-9a-z]{8,40}$/;
 const STATE_VERSION = 1;
 let idCounter = 0;
@@ -131,6 +139,11 @@ function wants(r: QueuedRecipient, what: 'FAILURE' | 'DELAY'): boolean {
   return !n.includes('NEVER') && n.includes(what);
 }
 
+function isDirSyncRefused(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'EINVAL' || code === 'ENOTSUP' || code === 'EPERM' || code === 'EISDIR';
+}
+
 function jobKey(id: string, domain: string): string {
   return `queue:${id}:${domain}`;
 }
@@ -138,16 +151,6 @@ function dsnKey(id: string): string {
   return `queue-dsn:${id}`;
 }
 
-async function fsyncDirNow(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, 'r');
-  try {
-    await fh.sync();
-  } catch {
-    // some file systems refuse fsync on a directory; the rename is still atomic
-  } finally {
-    await fh.close();
-  }
-}
 
 export class OutboundQueue {
   readonly dir: string;
@@ -161,7 +164,9 @@ export class OutboundQueue {
   readonly #now: () => number;
   readonly #fsync: boolean;
   /** Directory fsyncs of concurrent writers share one (group commit). */
-  readonly #dirSync = new GroupCommit(fsyncDirNow);
+  readonly #dirSync = new GroupCommit(() => this.#syncDir());
+  /** The spool folder, kept open for its syncs (an open and a close fewer each time). */
+  #dirHandle: Promise<fsp.FileHandle> | undefined;
   readonly #entries = new Map<string, QueueEntry>();
   /** Per entry: the chain of state writes, so they land in order. */
   readonly #writes = new Map<string, Promise<void>>();
@@ -171,6 +176,15 @@ export class OutboundQueue {
   readonly #waiting = new Map<string, { id: string; domain: string }>();
   readonly #activeByDomain = new Map<string, number>();
   #activeTotal = 0;
+  /**
+   * Entries whose state on disk already records a first attempt for these recipients (written
+   * at enqueue), valid until `until`: that attempt needs no write of its own. Any later write
+   * of the entry replaces it.
+   */
+  readonly #reserved = new Map<string, { until: number; recipients: Set<QueuedRecipient> }>();
+  /** Message bodies kept from enqueue for the first attempt, so it does not read the file back. */
+  readonly #bodies = new Map<string, Buffer>();
+  #cachedBytes = 0;
   readonly #changed = new Set<() => void>();
   readonly #stopping = new AbortController();
   #started = false;
@@ -256,6 +270,9 @@ export class OutboundQueue {
     ]);
     clearTimeout(timer);
     await Promise.allSettled([...this.#writes.values()]);
+    const dirHandle = this.#dirHandle;
+    this.#dirHandle = undefined;
+    await dirHandle?.then((fh) => fh.close()).catch(noop);
   }
 
   // --- enqueue ---
@@ -283,48 +300,68 @@ export class OutboundQueue {
     // Time, then a counter (ids of one millisecond sort in enqueue order), then randomness.
     const id = now.toString(36).padStart(9, '0') + (idCounter++ % 1296).toString(36).padStart(2, '0') + randomBytes(5).toString('hex');
     const msgPath = this.#msgPath(id);
-    const tmp = path.join(this.dir, `.${id}.eml.${randomBytes(4).toString('hex')}.tmp`);
-    let size = 0;
-    let renamed = false;
+    let stateTmp: string | undefined;
+    let msgCreated = false;
     try {
-      const fh = await fsp.open(tmp, 'wx', 0o600);
-      try {
-        if (content instanceof Uint8Array) {
-          await fh.writeFile(content);
-          size = content.byteLength;
-        } else {
-          for await (const chunk of content) {
-            const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
-            await fh.write(buf);
-            size += buf.byteLength;
-          }
-        }
-        if (this.#fsync) await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await fsp.rename(tmp, msgPath);
-      renamed = true;
       const entry: QueueEntry = {
         id,
         from: envelope.from,
         recipients,
-        size,
+        size: 0,
         createdAt: now,
         held: false,
         needsSmtpUtf8: envelope.needsSmtpUtf8 ?? false,
         eightBit: envelope.eightBit ?? false,
       };
       if (envelope.dsn && (envelope.dsn.ret || envelope.dsn.envid)) entry.dsn = { ...envelope.dsn };
-      // The state's directory sync also makes the message's rename durable.
-      await this.#writeState(entry);
+      // The message goes straight to its final name: until its state file is renamed into place
+      // it is not queued (start() removes an .eml without its .json), so no tmp/rename is needed.
+      // Its fsync and the state's run side by side; the state's rename, the commit point, waits
+      // for both, and one directory sync (shared with concurrent writers) makes both names durable.
+      let syncMessage: Promise<void>;
+      if (content instanceof Uint8Array) {
+        entry.size = content.byteLength;
+        msgCreated = true;
+        syncMessage = fsp.writeFile(msgPath, content, { flag: 'wx', mode: 0o600, flush: this.#fsync });
+      } else {
+        const fh = await fsp.open(msgPath, 'wx', 0o600);
+        msgCreated = true;
+        try {
+          for await (const chunk of content) {
+            const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+            await fh.write(buf);
+            entry.size += buf.byteLength;
+          }
+        } catch (err) {
+          await fh.close().catch(noop);
+          throw err;
+        }
+        syncMessage = (this.#fsync ? fh.sync() : Promise.resolve()).finally(() => fh.close());
+      }
+      // The state records the first attempt already (attempts 1, next attempt after the first
+      // backoff): delivery starts at once, and this spares a second state write before it. A
+      // crash before that attempt only delays it by the first backoff.
+      const onDisk = structuredClone(entry);
+      for (const r of onDisk.recipients) this.#recordAttempt(r, now, now + this.policy.lifetimeMs);
+      const writeTmp = this.#writeTmp(onDisk).then((t) => (stateTmp = t));
+      const [msgResult, tmpResult] = await Promise.allSettled([syncMessage, writeTmp]);
+      if (msgResult.status === 'rejected') throw msgResult.reason;
+      if (tmpResult.status === 'rejected') throw tmpResult.reason;
+      await this.#commit(stateTmp!, id);
+      stateTmp = undefined;
       this.#entries.set(id, entry);
-      this.#log.info({ queueId: id, from: entry.from, rcpts: recipients.length, size }, 'queued');
+      this.#reserved.set(id, { until: onDisk.recipients[0].nextAttemptAt ?? now, recipients: new Set(recipients) });
+      // Kept for the first attempt (the usual case: it is delivered at once and never read back).
+      if (content instanceof Uint8Array && entry.size <= MAX_CACHED_BODY && this.#cachedBytes + entry.size <= MAX_CACHED_BYTES) {
+        this.#bodies.set(id, Buffer.from(content.buffer, content.byteOffset, content.byteLength));
+        this.#cachedBytes += entry.size;
+      }
+      this.#log.info({ queueId: id, from: entry.from, rcpts: recipients.length, size: entry.size }, 'queued');
       this.#scheduleEntry(entry);
       return id;
     } catch (err) {
-      await fsp.unlink(tmp).catch(noop);
-      if (renamed) await fsp.unlink(msgPath).catch(noop);
+      if (stateTmp) await fsp.unlink(stateTmp).catch(noop);
+      if (msgCreated) await fsp.unlink(msgPath).catch(noop);
       if (err instanceof QueueError) throw err;
       throw new QueueError('QUEUE_IO', `cannot queue the message: ${errText(err)}`, { cause: err });
     }
@@ -370,6 +407,7 @@ export class OutboundQueue {
     if (!entry) return false;
     if (!entry.held) {
       entry.held = true;
+      this.#dropBody(id);
       this.#unschedule(entry, false);
       this.#save(entry).catch((err: unknown) => this.#log.error({ queueId: id, err: errText(err) }, 'cannot record hold'));
       this.#log.info({ queueId: id }, 'held');
@@ -500,6 +538,22 @@ export class OutboundQueue {
     for (const fn of [...this.#changed]) fn();
   }
 
+  /** An attempt starting at `startedAt`: counted, and the retry time set should it not finish. */
+  #recordAttempt(r: QueuedRecipient, startedAt: number, expiresAt: number): void {
+    r.attempts++;
+    r.lastAttemptAt = startedAt;
+    const next = startedAt + this.#backoff(r.attempts);
+    // One last attempt exactly at the end of the lifetime, then the bounce.
+    r.nextAttemptAt = startedAt < expiresAt ? Math.min(next, expiresAt) : next;
+  }
+
+  #dropBody(id: string): void {
+    const body = this.#bodies.get(id);
+    if (!body) return;
+    this.#bodies.delete(id);
+    this.#cachedBytes -= body.byteLength;
+  }
+
   #backoff(attempts: number): number {
     // Postfix: minimal_backoff_time doubling per attempt, capped at maximal_backoff_time.
     const exp = Math.min(attempts - 1, 40);
@@ -541,19 +595,21 @@ export class OutboundQueue {
     const log = this.#log.child({ queueId: entry.id, domain });
     const startedAt = this.#now();
     const expiresAt = entry.createdAt + this.policy.lifetimeMs;
-    // Record the attempt before making it: a crash from here on retries at nextAttemptAt.
+    // Record the attempt before making it: a crash from here on retries at nextAttemptAt. The
+    // first attempt was written at enqueue; it still holds while its retry time is ahead.
+    const reservation = this.#reserved.get(entry.id);
+    const recorded = reservation !== undefined && startedAt < reservation.until && due.every((r) => reservation.recipients.has(r));
     for (const r of due) {
-      r.attempts++;
-      r.lastAttemptAt = startedAt;
-      const next = startedAt + this.#backoff(r.attempts);
-      // One last attempt exactly at the end of the lifetime, then the bounce.
-      r.nextAttemptAt = startedAt < expiresAt ? Math.min(next, expiresAt) : next;
+      reservation?.recipients.delete(r);
+      this.#recordAttempt(r, startedAt, expiresAt);
     }
-    try {
-      await this.#save(entry);
-    } catch (err) {
-      log.error({ err: errText(err) }, 'cannot record the delivery attempt; not attempting');
-      return;
+    if (!recorded) {
+      try {
+        await this.#save(entry);
+      } catch (err) {
+        log.error({ err: errText(err) }, 'cannot record the delivery attempt; not attempting');
+        return;
+      }
     }
 
     const signal = AbortSignal.any([schedulerSignal, this.#stopping.signal]);
@@ -562,7 +618,10 @@ export class OutboundQueue {
       entry: structuredClone(entry),
       domain,
       recipients: due.map((r) => structuredClone(r)),
-      open: () => createReadStream(msgPath),
+      open: () => {
+        const body = this.#bodies.get(entry.id);
+        return body ? Readable.from([body]) : createReadStream(msgPath);
+      },
       signal,
     };
     let outcome: DeliveryOutcome | undefined;
@@ -611,10 +670,16 @@ export class OutboundQueue {
     const level = counts.deferred + counts.failed > 0 ? 'warn' : 'info';
     log[level]({ ...counts, attempt: Math.max(...due.map((r) => r.attempts)), ms: endedAt - startedAt, replies: due.filter((r) => r.status !== 'delivered').map((r) => `${r.address}: ${r.lastReply}`) }, 'delivery attempt');
     if (outcome?.transcript?.length && counts.delivered < due.length) log.info({ transcript: outcome.transcript.slice(-20) }, 'delivery transcript');
-    try {
-      await this.#save(entry);
-    } catch (err) {
-      log.error({ err: errText(err) }, 'cannot record the delivery outcome');
+    // A retry is minutes away: it reads the file then.
+    if (counts.deferred > 0) this.#dropBody(entry.id);
+    // All delivered: removing the state file (#finish, then a directory sync) is the durable
+    // record of the outcome, so the state is not written once more just before it goes.
+    if (!entry.recipients.every((r) => r.status === 'delivered')) {
+      try {
+        await this.#save(entry);
+      } catch (err) {
+        log.error({ err: errText(err) }, 'cannot record the delivery outcome');
+      }
     }
     await this.#maybeWarnDelay(entry);
     await this.#finish(entry);
@@ -727,6 +792,8 @@ export class OutboundQueue {
 
   /** Write the entry's current state after any write already under way for it. */
   #save(entry: QueueEntry): Promise<void> {
+    // What is written now is the in-memory state, which replaces the enqueue-time record.
+    this.#reserved.delete(entry.id);
     const prev = this.#writes.get(entry.id) ?? Promise.resolve();
     const next = prev.catch(noop).then(() => (this.#entries.get(entry.id) === entry ? this.#writeState(entry) : undefined));
     this.#writes.set(entry.id, next);
@@ -738,20 +805,53 @@ export class OutboundQueue {
 
   /** tmp -> fsync -> rename -> directory fsync: a reader sees the old state or the new, never half. */
   async #writeState(entry: QueueEntry): Promise<void> {
+    await this.#commit(await this.#writeTmp(entry), entry.id);
+  }
+
+  /** The state in a new temporary file, synced; returns its path. */
+  async #writeTmp(entry: QueueEntry): Promise<string> {
     const tmp = path.join(this.dir, `.${entry.id}.json.${randomBytes(4).toString('hex')}.tmp`);
     const data = JSON.stringify({ version: STATE_VERSION, entry }, null, 1) + '\n';
-    const fh = await fsp.open(tmp, 'wx', 0o600);
     try {
-      await fh.writeFile(data);
-      if (this.#fsync) await fh.sync();
+      await fsp.writeFile(tmp, data, { flag: 'wx', mode: 0o600, flush: this.#fsync });
     } catch (err) {
-      await fh.close().catch(noop);
       await fsp.unlink(tmp).catch(noop);
       throw err;
     }
-    await fh.close();
+    return tmp;
+  }
+
+  async #syncDir(): Promise<void> {
+    const opening = (this.#dirHandle ??= fsp.open(this.dir, 'r'));
+    let fh: fsp.FileHandle;
     try {
-      await fsp.rename(tmp, this.#statePath(entry.id));
+      fh = await opening;
+    } catch (err) {
+      if (this.#dirHandle === opening) this.#dirHandle = undefined;
+      throw err;
+    }
+    try {
+      await fh.sync();
+    } catch (err) {
+      // Some file systems refuse fsync on a directory (the rename is still atomic). Anything
+      // else (say the handle was closed by stop()) gets a fresh handle: never a silent skip.
+      if (isDirSyncRefused(err)) return;
+      if (this.#dirHandle === opening) this.#dirHandle = undefined;
+      const fresh = await fsp.open(this.dir, 'r');
+      try {
+        await fresh.sync().catch((e: unknown) => {
+          if (!isDirSyncRefused(e)) throw e;
+        });
+      } finally {
+        await fresh.close();
+      }
+    }
+  }
+
+  /** Rename a synced temporary state file into place and make the rename durable. */
+  async #commit(tmp: string, id: string): Promise<void> {
+    try {
+      await fsp.rename(tmp, this.#statePath(id));
     } catch (err) {
       await fsp.unlink(tmp).catch(noop);
       throw err;
@@ -763,10 +863,22 @@ export class OutboundQueue {
   async #remove(entry: QueueEntry, abortRunning: boolean): Promise<void> {
     if (this.#entries.get(entry.id) !== entry) return;
     this.#entries.delete(entry.id);
+    this.#reserved.delete(entry.id);
+    this.#dropBody(entry.id);
     this.#unschedule(entry, abortRunning);
     const prev = this.#writes.get(entry.id) ?? Promise.resolve();
     const removal = prev.catch(noop).then(async () => {
-      await fsp.unlink(this.#statePath(entry.id)).catch(noop);
+      try {
+        await fsp.unlink(this.#statePath(entry.id));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+          // The state stays, so it must say how things ended (the outcome may not be written
+          // yet): the next start then finishes the entry instead of sending it again.
+          this.#log.error({ queueId: entry.id, err: errText(err) }, 'cannot remove the queue state; recording the final state instead');
+          await this.#writeState(entry).catch((e: unknown) => this.#log.error({ queueId: entry.id, err: errText(e) }, 'cannot record the final state'));
+          return;
+        }
+      }
       await fsp.unlink(this.#msgPath(entry.id)).catch(noop);
       if (this.#fsync) await this.#dirSync.sync(this.dir);
     });

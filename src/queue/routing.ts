@@ -62,7 +62,7 @@ function describe(code: string): string {
   }
 }
 
-function shuffleEqualPreferences<T extends { preference: number }>(list: T[]): T[] {
+export function shuffleEqualPreferences<T extends { preference: number }>(list: T[]): T[] {
   const out = [...list];
   // Fisher-Yates, then a stable sort by preference keeps the random order among equals.
   for (let i = out.length - 1; i > 0; i--) {

@@ -5,8 +5,11 @@
 import type { promises as dnsPromises } from 'node:dns';
 import type { Logger } from '../core/log.ts';
 import type { DeliveryJob, DeliveryOutcome } from '../queue/queue.ts';
-import { resolveRoute } from '../queue/routing.ts';
+import { resolveRoute, shuffleEqualPreferences } from '../queue/routing.ts';
+import type { Route } from '../queue/routing.ts';
 import { relay } from './relay-client.ts';
+import { RelayPool } from './relay-pool.ts';
+import type { RelayPoolOptions } from './relay-pool.ts';
 import type { RecipientResult, RelayMessage, RelayTarget, RelayTimeouts } from './relay-client.ts';
 
 export type OutboundOptions = {
@@ -21,7 +24,17 @@ export type OutboundOptions = {
   /** When set, every remote message goes here instead of the MX. */
   smarthost?: RelayTarget;
   timeouts?: Partial<RelayTimeouts>;
+  /**
+   * How long an MX route found in DNS is used again for the same domain (default 60 s, far
+   * below usual DNS TTLs): a burst of mail to one domain asks DNS once. 0 = every delivery asks.
+   */
+  routeCacheMs?: number;
+  /** Reuse connections per destination (relay-pool.ts); false = one connection per delivery. */
+  pool?: Omit<RelayPoolOptions, 'log'> | false;
 };
+
+/** The queue's deliver function; close() QUITs the connections kept for reuse. */
+export type Deliver = ((job: DeliveryJob) => Promise<DeliveryOutcome>) & { close(): Promise<void> };
 
 type Outcome = DeliveryOutcome['recipients'][number];
 
@@ -36,8 +49,24 @@ function replyText(r: RecipientResult, host: string): string {
   return `${r.code}${r.enhanced ? ` ${r.enhanced}` : ''} ${text} (in reply to ${r.state}, from ${host})`;
 }
 
-export function makeDeliver(opts: OutboundOptions): (job: DeliveryJob) => Promise<DeliveryOutcome> {
-  return async (job) => {
+export function makeDeliver(opts: OutboundOptions): Deliver {
+  const pool = opts.pool === false ? undefined : new RelayPool({ ...opts.pool, log: opts.log });
+  const routeCacheMs = opts.routeCacheMs ?? 60_000;
+  const routes = new Map<string, { route: Extract<Route, { kind: 'mx' }>; until: number }>();
+  const routeOf = async (domain: string): Promise<Route> => {
+    const now = performance.now();
+    const cached = routes.get(domain);
+    // Equal preferences are shuffled again on each use, as a fresh lookup would be.
+    if (cached && cached.until > now) return { kind: 'mx', hosts: shuffleEqualPreferences(cached.route.hosts) };
+    const route = await resolveRoute(domain, { resolver: opts.resolver, port: opts.mxPort, timeoutMs: opts.dnsTimeoutMs });
+    // Only answers that found hosts: a failure or a deferral is looked up afresh next time.
+    if (route.kind === 'mx' && routeCacheMs > 0) {
+      if (routes.size >= 10_000) routes.clear();
+      routes.set(domain, { route, until: now + routeCacheMs });
+    } else routes.delete(domain);
+    return route;
+  };
+  const deliver = async (job: DeliveryJob): Promise<DeliveryOutcome> => {
     const message: RelayMessage = {
       id: job.entry.id,
       from: job.entry.from,
@@ -54,7 +83,7 @@ export function makeDeliver(opts: OutboundOptions): (job: DeliveryJob) => Promis
     if (opts.smarthost) {
       targets.push({ target: opts.smarthost, name: opts.smarthost.host });
     } else {
-      const route = await resolveRoute(job.domain, { resolver: opts.resolver, port: opts.mxPort, timeoutMs: opts.dnsTimeoutMs });
+      const route = await routeOf(job.domain);
       if (route.kind === 'fail') return all('failed', route.reply);
       if (route.kind === 'defer') return all('deferred', route.reply);
       if (route.kind === 'smarthost') {
@@ -72,7 +101,8 @@ export function makeDeliver(opts: OutboundOptions): (job: DeliveryJob) => Promis
     let transcript: string[] = [];
     for (const { target, name } of targets) {
       if (job.signal.aborted) break;
-      const session = await relay(target, [message], { heloName: opts.heloName, log: opts.log, signal: job.signal, timeouts: opts.timeouts });
+      const relayOptions = { heloName: opts.heloName, log: opts.log, signal: job.signal, timeouts: opts.timeouts };
+      const session = pool ? await pool.relay(target, [message], relayOptions) : await relay(target, [message], relayOptions);
       transcript = session.transcript;
       const results = session.results[0]?.recipients ?? [];
       last = { recipients: results.map((r) => ({ address: r.address, status: r.status, reply: replyText(r, name) })), transcript };
@@ -86,4 +116,5 @@ export function makeDeliver(opts: OutboundOptions): (job: DeliveryJob) => Promis
     }
     return all('deferred', '451 4.4.4 No MX host could be tried');
   };
+  return Object.assign(deliver, { close: async () => pool?.close() });
 }

@@ -1,8 +1,10 @@
 // The relay client is in charge of one outbound SMTP session (RFC 5321, with STARTTLS RFC
 // 3207, AUTH RFC 4954, SIZE RFC 1870, 8BITMIME RFC 6152, SMTPUTF8 RFC 6531, DSN RFC 3461,
 // ENHANCEDSTATUSCODES RFC 2034/3463): one connection, several messages in sequence, and a
-// verdict for every recipient. It knows nothing of the queue: the queue's `deliver(job)` (wired
-// in main.ts) calls `relay()` and records the results.
+// verdict for every recipient. With `reuse` a sound connection waits in IDLE after its messages
+// and send() hands it more, each batch starting with RSET (relay-pool.ts keeps them). It knows
+// nothing of the queue: the queue's `deliver(job)` (wired in main.ts) calls `relay()` or the
+// pool and records the results.
 //
 // It is an explicit state machine. Before each command we enter the state whose reply we then
 // wait for, and the reply is dispatched to `do_${state}_${code}` (do_RCPT_550), then the reply
@@ -56,6 +58,11 @@ export type RecipientResult = {
 export type MessageResult = { id: string; recipients: RecipientResult[] };
 export type RelaySession = {
   results: MessageResult[];
+  /**
+   * A reused connection was found dead (its RSET failed) before anything of these messages
+   * was sent: the results say nothing about them, and a new connection may be tried at once.
+   */
+  staleConnection?: boolean;
   /** The last C:/S: lines, AUTH redacted. */
   transcript: string[];
   remote: { host: string; address?: string; tls?: { protocol: string; cipher: string } };
@@ -119,7 +126,18 @@ export class RelayError extends HearthError {
   }
 }
 
-export type RelayOptions = { heloName: string; log: Logger; timeouts?: Partial<RelayTimeouts>; signal?: AbortSignal; localAddress?: string };
+export type RelayOptions = {
+  heloName: string;
+  log: Logger;
+  timeouts?: Partial<RelayTimeouts>;
+  signal?: AbortSignal;
+  localAddress?: string;
+  /**
+   * Keep the connection after the messages (state IDLE, no QUIT) for `send()` to hand it more
+   * (relay-pool.ts). It QUITs after `idleMs` without work; `onClose` says it is gone.
+   */
+  reuse?: { idleMs: number; onClose?: (client: RelayClient) => void };
+};
 
 /** Deliver `messages` over one connection to `target`. Resolves with a verdict for every recipient. */
 export async function relay(target: RelayTarget, messages: RelayMessage[], opts: RelayOptions): Promise<RelaySession> {
@@ -128,7 +146,8 @@ export async function relay(target: RelayTarget, messages: RelayMessage[], opts:
   return client.run();
 }
 
-function validateInput(target: RelayTarget, messages: RelayMessage[], opts: RelayOptions): void {
+/** Throws RELAY_INVALID_INPUT for a caller's mistake (relay() and the pool check first). */
+export function validateInput(target: RelayTarget, messages: RelayMessage[], opts: RelayOptions): void {
   const bad = (what: string): never => {
     throw new RelayError('RELAY_INVALID_INPUT', what);
   };
@@ -144,7 +163,7 @@ function validateInput(target: RelayTarget, messages: RelayMessage[], opts: Rela
 
 // ---- the state machine ---------------------------------------------------------------------
 
-export const STATES = ['CONNECT', 'GREETING', 'EHLO', 'HELO', 'STARTTLS', 'AUTH', 'MAIL', 'RCPT', 'DATA', 'BODY', 'RSET', 'QUIT', 'CLOSED'] as const;
+export const STATES = ['CONNECT', 'GREETING', 'EHLO', 'HELO', 'STARTTLS', 'AUTH', 'MAIL', 'RCPT', 'DATA', 'BODY', 'RSET', 'IDLE', 'QUIT', 'CLOSED'] as const;
 export type State = (typeof STATES)[number];
 type Digit = '0' | '1' | '2' | '3' | '4' | '5' | '6' | '7' | '8' | '9';
 /** Reply codes a handler may be named after (RFC 5321 4.2: 2yz..5yz). */
@@ -164,6 +183,8 @@ const MAX_REPLY_LINE = 8192;
 /** Lines in one reply; a server sending more is broken or hostile. */
 const MAX_REPLY_LINES = 200;
 const TRANSCRIPT_LINES = 40;
+/** RSET on a reused connection (Postfix's smtp_rset_timeout is 20 s too). */
+const PROBE_TIMEOUT_MS = 20_000;
 const TRANSCRIPT_LINE_CHARS = 400;
 
 /** A connection-level failure: what every undecided recipient gets. */
@@ -175,8 +196,14 @@ export class RelayClient extends StateMachine<State> {
   readonly #timeouts: RelayTimeouts;
   /** Shared with the base class: BODY switches from the per-block to the final-dot timer. */
   readonly #idle: Record<State, number>;
-  readonly #jobs: Job[];
+  /** The messages of the current batch (one run() or send()). */
+  #jobs: Job[];
   #nextJob = 0;
+  /** Messages handed to this connection so far, over all batches. */
+  #messagesHanded = 0;
+  /** A reused connection's batch has sent nothing of its messages yet (only RSET). */
+  #probing = false;
+  #idleTimer: NodeJS.Timeout | undefined;
   #job: Job | undefined;
   #socket: net.Socket | undefined;
   #reader: LineReader | undefined;
@@ -193,11 +220,13 @@ export class RelayClient extends StateMachine<State> {
   #failure: Failure | undefined;
   /** Replies and socket events are handled one at a time, in arrival order. */
   #chain: Promise<void> = Promise.resolve();
-  readonly #transcript: string[] = [];
+  #transcript: string[] = [];
   readonly #remote: RelaySession['remote'];
-  #finished = false;
-  #resolve!: (session: RelaySession) => void;
-  readonly #done = new Promise<RelaySession>((resolve) => (this.#resolve = resolve));
+  #closedDone = false;
+  /** Set while a batch runs; cleared once its results are handed back. */
+  #resolve: ((session: RelaySession) => void) | undefined;
+  #done: Promise<RelaySession>;
+  #signal: AbortSignal | undefined;
   #onAbort: (() => void) | undefined;
 
   constructor(target: RelayTarget, messages: RelayMessage[], opts: RelayOptions) {
@@ -215,6 +244,7 @@ export class RelayClient extends StateMachine<State> {
       DATA: timeouts.data,
       BODY: timeouts.dataBlock,
       RSET: timeouts.mail,
+      IDLE: 0, // its own unref'd timer: an idle connection must not keep the process alive
       QUIT: timeouts.quit,
       CLOSED: 0,
     };
@@ -225,13 +255,23 @@ export class RelayClient extends StateMachine<State> {
     this.#opts = opts;
     this.#timeouts = timeouts;
     this.#idle = idle;
-    this.#jobs = messages.map((msg) => ({ msg, results: msg.recipients.map(() => undefined), accepted: [], rcptIndex: 0 }));
+    this.#jobs = RelayClient.#jobsOf(messages);
+    this.#messagesHanded = messages.length;
     this.#remote = { host: target.host };
+    this.#done = new Promise<RelaySession>((resolve) => (this.#resolve = resolve));
+    this.#signal = opts.signal;
   }
 
-  /** Connect and run every message; resolves once the connection is closed. Never rejects. */
+  static #jobsOf(messages: RelayMessage[]): Job[] {
+    return messages.map((msg) => ({ msg, results: msg.recipients.map(() => undefined), accepted: [], rcptIndex: 0 }));
+  }
+
+  /**
+   * Connect and run every message; resolves once the connection is closed, or (with `reuse`)
+   * once it is IDLE and sound, waiting for send(). Never rejects.
+   */
   run(): Promise<RelaySession> {
-    const signal = this.#opts.signal;
+    const signal = this.#signal;
     if (this.#jobs.length === 0) {
       this.#finish();
       return this.#done;
@@ -241,12 +281,70 @@ export class RelayClient extends StateMachine<State> {
       this.#finish();
       return this.#done;
     }
-    if (signal) {
-      this.#onAbort = () => this.#fail('RELAY_ABORTED', 'deferred', `delivery aborted in state ${this.state} (${abortReason(signal)})`);
-      signal.addEventListener('abort', this.#onAbort, { once: true });
-    }
+    this.#watchAbort();
     this.#connect();
     return this.#done;
+  }
+
+  /** Is this connection waiting, sound, for more messages? */
+  get idle(): boolean {
+    return this.state === 'IDLE' && !this.#failure;
+  }
+
+  /** Messages handed to this connection so far. */
+  get messagesHanded(): number {
+    return this.#messagesHanded;
+  }
+
+  /**
+   * Hand an IDLE connection more messages. RSET first (RFC 5321 4.1.1.5): its 250 shows the
+   * connection still works before any message goes out; if it does not, the session comes
+   * back with `staleConnection` and no verdict counts. Never rejects.
+   */
+  send(messages: RelayMessage[], signal?: AbortSignal): Promise<RelaySession> {
+    if (!this.idle) throw new RelayError('RELAY_INVALID_INPUT', `send() on a connection in state ${this.state}`);
+    validateInput(this.target, messages, this.#opts);
+    clearTimeout(this.#idleTimer);
+    this.#socket?.ref();
+    this.#jobs = RelayClient.#jobsOf(messages);
+    this.#nextJob = 0;
+    this.#job = undefined;
+    this.#messagesHanded += messages.length;
+    this.#done = new Promise<RelaySession>((resolve) => (this.#resolve = resolve));
+    this.#signal = signal;
+    this.#transcript = [];
+    this.#note(`reusing the connection to ${this.#describe()} (${this.#messagesHanded - messages.length} message(s) before)`);
+    if (signal?.aborted) {
+      this.#fail('RELAY_ABORTED', 'deferred', `delivery aborted before sending (${abortReason(signal)})`);
+      return this.#done;
+    }
+    this.#watchAbort();
+    this.#probing = true;
+    // A probe: a connection that went bad while idle should not hold the message for long.
+    this.#idle.RSET = Math.min(this.#timeouts.mail, PROBE_TIMEOUT_MS);
+    this.transition('RSET', 'connection reused');
+    this.#enqueue(() => this.#send('RSET'));
+    return this.#done;
+  }
+
+  /** Close an IDLE connection politely; resolves once it is closed. */
+  quit(): Promise<void> {
+    if (this.state === 'CLOSED') return Promise.resolve();
+    const socket = this.#socket;
+    const closed = new Promise<void>((resolve) => (!socket || socket.closed ? resolve() : socket.once('close', () => resolve())));
+    if (this.state === 'IDLE') {
+      clearTimeout(this.#idleTimer);
+      this.#enqueue(() => this.#quit());
+    }
+    return closed;
+  }
+
+  #watchAbort(): void {
+    const signal = this.#signal;
+    if (!signal) return;
+    const onAbort = (): void => this.#fail('RELAY_ABORTED', 'deferred', `delivery aborted in state ${this.state} (${abortReason(signal)})`);
+    this.#onAbort = onAbort;
+    signal.addEventListener('abort', onAbort, { once: true });
   }
 
   // ---- plumbing ----------------------------------------------------------------------------
@@ -369,7 +467,10 @@ export class RelayClient extends StateMachine<State> {
 
   /** The socket closed. Expected in QUIT and after a failure; anywhere else the remote dropped us. */
   #closed(): void {
-    if (this.state !== 'QUIT' && this.state !== 'CLOSED') {
+    if (this.state === 'IDLE') {
+      // The remote ended an idle connection (its own timeout): nothing was lost.
+      this.#note('closed by the remote while idle');
+    } else if (this.state !== 'QUIT' && this.state !== 'CLOSED') {
       const why = this.#socketError ? `: ${this.#socketError.message}` : '';
       if (this.state === 'CONNECT' && this.target.tls === 'implicit' && this.#tcpConnected) {
         this.#fail('RELAY_TLS_FAILED', 'deferred', `TLS handshake with ${this.#describe()} failed${why}`);
@@ -396,6 +497,7 @@ export class RelayClient extends StateMachine<State> {
     const enhanced = reply?.enhanced ?? defaultEnhanced(code, status);
     const failure: Failure = { code, status, smtp, enhanced, text: `${code}: ${text} (state ${state})`, reply };
     this.#failure = failure;
+    clearTimeout(this.#idleTimer);
     const error = new RelayError(code, failure.text);
     this.log.info({ code, state, status }, error.message);
     this.#note(error.message);
@@ -414,16 +516,42 @@ export class RelayClient extends StateMachine<State> {
   #drop(): void {
     if (this.state !== 'CLOSED') this.transition('CLOSED', this.#failure?.code ?? 'dropped');
     this.stopTimer();
+    clearTimeout(this.#idleTimer);
     if (this.#socket && !this.#socket.destroyed) this.#socket.destroy();
     else this.#enqueue(() => this.#finish());
   }
 
+  /** The connection is gone: hand back the batch's results, if a batch was running. */
   #finish(): void {
-    if (this.#finished) return;
-    this.#finished = true;
+    if (this.#closedDone) return;
+    this.#closedDone = true;
     if (this.state !== 'CLOSED') this.transition('CLOSED', 'finished');
     this.stopTimer();
-    if (this.#onAbort) this.#opts.signal?.removeEventListener('abort', this.#onAbort);
+    clearTimeout(this.#idleTimer);
+    this.#settle();
+    this.#opts.reuse?.onClose?.(this);
+  }
+
+  /** All messages of the batch are done and the connection is sound: wait for more. */
+  #goIdle(): void {
+    this.transition('IDLE', 'messages done; kept for reuse');
+    const idleMs = this.#opts.reuse!.idleMs;
+    this.#idleTimer = setTimeout(() => {
+      if (this.state !== 'IDLE') return;
+      this.#note(`idle for ${idleMs} ms`);
+      this.#enqueue(() => this.#quit());
+    }, idleMs);
+    this.#idleTimer.unref();
+    this.#socket?.unref();
+    this.#settle();
+  }
+
+  #settle(): void {
+    const resolve = this.#resolve;
+    if (!resolve) return;
+    this.#resolve = undefined;
+    if (this.#onAbort) this.#signal?.removeEventListener('abort', this.#onAbort);
+    this.#onAbort = undefined;
     const results: MessageResult[] = this.#jobs.map((job) => ({
       id: job.msg.id,
       recipients: job.msg.recipients.map(
@@ -434,7 +562,10 @@ export class RelayClient extends StateMachine<State> {
       const count = (s: Status): number => r.recipients.filter((x) => x.status === s).length;
       this.log.info({ id: r.id, delivered: count('delivered'), deferred: count('deferred'), failed: count('failed') }, 'relay attempt');
     }
-    this.#resolve({ results, transcript: [...this.#transcript], remote: { ...this.#remote } });
+    const session: RelaySession = { results, transcript: [...this.#transcript], remote: { ...this.#remote } };
+    if (this.#probing && this.#failure) session.staleConnection = true;
+    this.#probing = false;
+    resolve(session);
   }
 
   #protocolError(what: string): void {
@@ -689,9 +820,12 @@ export class RelayClient extends StateMachine<State> {
       const job = this.#jobs[this.#nextJob++];
       this.#job = job;
       if (!job) {
-        await this.#quit();
+        if (this.#opts.reuse && !this.#failure) this.#goIdle();
+        else await this.#quit();
         return;
       }
+      this.#probing = false;
+      this.#idle.RSET = this.#timeouts.mail;
       if (this.#refuseBeforeMail(job)) continue;
       this.#dotSent = false;
       this.transition('MAIL', `message ${job.msg.id}`);
@@ -802,6 +936,9 @@ export class RelayClient extends StateMachine<State> {
     const writer = this.#writer!;
     const stuffer = new DotStuffer();
     let bytes = 0;
+    // Each block is written once the next is read, so the last goes out with the final dot:
+    // one write for a message that is read in one piece.
+    let held: Buffer | undefined;
     try {
       // Read only as fast as the socket drains: a 30 MB message never sits in memory.
       for await (const chunk of job.msg.open() as AsyncIterable<Uint8Array | string>) {
@@ -809,7 +946,9 @@ export class RelayClient extends StateMachine<State> {
         const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
         bytes += buf.length;
         const out = stuffer.push(buf);
-        if (out.length > 0) await writer.write(out);
+        if (out.length === 0) continue;
+        if (held) await writer.write(held);
+        held = out;
         this.rearm(); // RFC 5321 4.5.3.2.5: the timer is per block written
       }
     } catch (err) {
@@ -819,7 +958,8 @@ export class RelayClient extends StateMachine<State> {
     if (this.#failure || writer.closed) return;
     this.#record(`C: [message body, ${bytes} bytes]`);
     this.#record('C: .');
-    await writer.write(stuffer.end());
+    const end = stuffer.end();
+    await writer.write(held ? Buffer.concat([held, end]) : end);
     if (this.#failure) return;
     this.#dotSent = true;
     this.#idle.BODY = this.#timeouts.finalDot;
@@ -877,6 +1017,14 @@ export class RelayClient extends StateMachine<State> {
 
   async do_RSET_250(): Promise<void> {
     await this.#nextMessage();
+  }
+
+  // ---- IDLE ----------------------------------------------------------------------------------
+
+  do_IDLE_default(code: string, reply: SmtpReply): void {
+    // Nothing was asked: a reply now (often a 421 on the remote's own timeout) means the
+    // connection is out of step and must not carry another message.
+    this.#fail('RELAY_PROTOCOL', 'deferred', `${this.#describe()} sent ${code} ${reply?.text ?? ''} on an idle connection`, reply);
   }
 
   do_RSET_default(code: string, reply: SmtpReply): void {

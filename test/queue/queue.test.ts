@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DeliveryOutcome, QueueEntry } from '../../src/queue/queue.ts';
@@ -37,7 +37,9 @@ describe('enqueue', () => {
     expect(existsSync(path.join(h.dir, `${id}.eml`))).toBe(true);
     expect(await readFile(path.join(h.dir, `${id}.eml`))).toEqual(raw);
     const state = await stateOnDisk(h.dir, id);
-    expect(state).toMatchObject({ id, from: 'alice@hearth.example', size: raw.length, held: false, dsn: { ret: 'HDRS', envid: 'E1' }, recipients: [{ address: 'bob@remote.test', status: 'pending', attempts: 0, notify: ['FAILURE'], orcpt: 'rfc822;bob@remote.test' }] });
+    // The first attempt (it starts at once) is recorded with the message: a crash from here on
+    // retries after the first backoff, never in a storm.
+    expect(state).toMatchObject({ id, from: 'alice@hearth.example', size: raw.length, held: false, dsn: { ret: 'HDRS', envid: 'E1' }, recipients: [{ address: 'bob@remote.test', status: 'pending', attempts: 1, lastAttemptAt: state.createdAt, nextAttemptAt: state.createdAt + 10 * MIN, notify: ['FAILURE'], orcpt: 'rfc822;bob@remote.test' }] });
     // The message's temporary file is gone (a state .tmp may be the attempt being recorded now).
     expect((await readdir(h.dir)).filter((n) => n.includes('.eml.'))).toEqual([]);
     gate.resolve({ recipients: [{ address: 'bob@remote.test', status: 'delivered', reply: '250 ok' }] });
@@ -86,6 +88,42 @@ describe('delivery', () => {
     expect(bodies).toHaveLength(2);
     for (const b of bodies) expect(b).toContain('this is split.');
     expect(h.calls[0].signal).toBeInstanceOf(AbortSignal);
+  });
+
+  it('the first attempt runs on the state written at enqueue; a retry writes its own record and reads the message back', async () => {
+    const gates = [deferred<DeliveryOutcome>(), deferred<DeliveryOutcome>()];
+    const seen: Array<{ inode: number; state: QueueEntry; body: Buffer }> = [];
+    let dir = '';
+    let id = '';
+    const h = await queueWith({
+      deliver: async (job) => {
+        const parts: Buffer[] = [];
+        for await (const c of job.open()) parts.push(Buffer.from(c as Buffer));
+        // Every state write is a new file renamed into place, so the inode shows whether one happened.
+        seen.push({ inode: (await stat(path.join(dir, `${id}.json`))).ino, state: await stateOnDisk(dir, id), body: Buffer.concat(parts) });
+        return gates[seen.length - 1].promise;
+      },
+    });
+    dir = h.dir;
+    const raw = message('reserved');
+    const t0 = h.clock.t;
+    id = await h.queue.enqueue({ from: 'alice@hearth.example', recipients: [{ address: 'bob@remote.test' }] }, raw);
+    const enqueuedInode = (await stat(path.join(dir, `${id}.json`))).ino;
+    await waitFor(() => seen.length === 1, 'first attempt');
+    expect(seen[0].inode).toBe(enqueuedInode);
+    expect(seen[0].state.recipients[0]).toMatchObject({ status: 'pending', attempts: 1, lastAttemptAt: t0, nextAttemptAt: t0 + 10 * MIN });
+    expect(seen[0].body.equals(raw)).toBe(true);
+    gates[0].resolve({ recipients: [{ address: 'bob@remote.test', status: 'deferred', reply: '451 4.7.1 later' }] });
+    await waitFor(async () => (await stateOnDisk(dir, id)).recipients[0].status === 'deferred', 'deferral on disk');
+
+    h.advance(10 * MIN);
+    await waitFor(() => seen.length === 2, 'second attempt');
+    // Recorded before deliver ran: attempt 2, due again after the doubled backoff.
+    expect(seen[1].state.recipients[0]).toMatchObject({ status: 'deferred', attempts: 2, lastAttemptAt: t0 + 10 * MIN, nextAttemptAt: t0 + 30 * MIN });
+    expect(seen[1].body.equals(raw)).toBe(true);
+    gates[1].resolve({ recipients: [{ address: 'bob@remote.test', status: 'delivered', reply: '250 ok' }] });
+    await waitFor(async () => (await readdir(dir)).length === 0, 'files removed once delivered');
+    expect(h.queue.list()).toEqual([]);
   });
 
   it('retries a 4xx with backoff and succeeds on a later attempt', async () => {
