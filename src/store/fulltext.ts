@@ -20,7 +20,7 @@ import { StoreError } from './names.ts';
 import { Transactions, prepareSideFile } from './sqlite.ts';
 
 export const FULLTEXT_FILE = 'hearth-fulltext.sqlite';
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 /** Body text kept in the index per message; longer ones are marked partial and always candidates. */
 const MAX_INDEXED_BODY = 4 << 20;
 /** Multipart nesting and part count we follow; deeper/further parts are ignored (hostile mail). */
@@ -262,15 +262,23 @@ export async function documentFromRaw(raw: Buffer): Promise<FullTextDocument> {
 export type FullTextField = 'subject' | 'addresses' | 'body';
 const FIELDS: readonly FullTextField[] = ['subject', 'addresses', 'body'];
 
+// Every (folder, UIDVALIDITY) gets a small key, and a message's document id is
+// (key << 32) + (0xFFFFFFFF - uid): one folder's documents are one rowid range, newest (highest
+// UID) first. FTS5 walks rowids upwards fast and stops at a LIMIT, so "the newest N matches" costs
+// about N rows, not every match (walking downwards it cannot seek, measured on 100,000 messages).
+// Ids are computed in SQL and never read back whole, so JavaScript numbers need not hold them.
 const SCHEMA = `
-CREATE TABLE IF NOT EXISTS docs (
-  id INTEGER PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS folders (
+  key INTEGER PRIMARY KEY,
   folder TEXT NOT NULL,
   uidvalidity INTEGER NOT NULL,
-  uid INTEGER NOT NULL,
-  partial INTEGER NOT NULL DEFAULT 0,
-  UNIQUE (folder, uidvalidity, uid)
+  UNIQUE (folder, uidvalidity)
 );
+CREATE TABLE IF NOT EXISTS docs (
+  id INTEGER PRIMARY KEY,
+  partial INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS docs_partial ON docs (id) WHERE partial = 1;
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
   subject, addresses, body,
   content = '', contentless_delete = 1,
@@ -278,10 +286,24 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
 );
 `;
 
+/** SQL for a document id from a folder key (?1) and a UID expression. */
+const DOC_ID = (uid: string): string => `((?1 << 32) + (4294967295 - ${uid}))`;
+/** A folder's whole id range, and a UID back from an id. */
+const IN_FOLDER = (col: string): string => `${col} BETWEEN (?1 << 32) AND (?1 << 32) + 4294967295`;
+const UID_OF = (col: string): string => `(4294967295 - (${col} & 4294967295))`;
+
 /** FTS5 string syntax (https://sqlite.org/fts5.html 3.1): double quotes, `"` written twice. */
 function phrase(text: string): string {
   return `"${text.replaceAll('"', '""')}"`;
 }
+
+/** Whether the index can look `text` up: trigrams need 3 characters (after white space folding). */
+export function indexable(text: string): boolean {
+  return [...indexForm(text)].length >= 3;
+}
+
+/** One condition of a text search: `text` in any of `fields` (a phrase does not span fields). */
+export type FullTextTerm = { fields: readonly FullTextField[]; text: string };
 
 export class FullTextIndex {
   readonly file: string;
@@ -289,16 +311,23 @@ export class FullTextIndex {
   readonly #s: Record<string, StatementSync>;
   readonly #log: Logger;
   readonly #tx: Transactions;
+  /** Folder keys by `folder\0uidvalidity`, as read or made; dropped with the folder. */
+  readonly #keys = new Map<string, number>();
+  #generation = 0;
 
   /** Open (or create) the index; an unreadable file is set aside and a new one started. */
   static open(file: string, log: Logger): FullTextIndex {
     try {
       return new FullTextIndex(file, log);
     } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      // An index of another schema version is only a cache in an old layout: start again.
+      const outdated = /schema version/.test(message);
       const aside = `${file}.broken-${Date.now()}`;
-      log.warn({ file, err: err instanceof Error ? err.message : String(err) }, 'full-text index unusable, starting a new one');
+      log.warn({ file, err: message }, outdated ? 'full-text index has an older layout, starting a new one' : 'full-text index unusable, starting a new one');
       try {
-        fs.renameSync(file, aside);
+        if (outdated) fs.rmSync(file, { force: true });
+        else fs.renameSync(file, aside);
       } catch {
         // nothing to set aside
       }
@@ -322,20 +351,27 @@ export class FullTextIndex {
       prepareSideFile(db, { what: 'full-text', schema: SCHEMA, version: SCHEMA_VERSION });
       const p = (sql: string): StatementSync => db.prepare(sql);
       this.#s = {
-        docGet: p('SELECT id FROM docs WHERE folder = ? AND uidvalidity = ? AND uid = ?'),
-        docInsert: p('INSERT INTO docs (folder, uidvalidity, uid, partial) VALUES (?, ?, ?, ?) RETURNING id'),
-        docPartial: p('UPDATE docs SET partial = ? WHERE id = ?'),
-        docDelete: p('DELETE FROM docs WHERE id = ?'),
-        ftsInsert: p('INSERT INTO fts (rowid, subject, addresses, body) VALUES (?, ?, ?, ?)'),
-        ftsDelete: p('DELETE FROM fts WHERE rowid = ?'),
-        uids: p('SELECT uid FROM docs WHERE folder = ? AND uidvalidity = ?'),
-        partialUids: p('SELECT uid FROM docs WHERE folder = ? AND uidvalidity = ? AND partial = 1'),
-        folderDocs: p('SELECT id FROM docs WHERE folder = ? AND uidvalidity != ?'),
-        folderRename: p('UPDATE docs SET folder = ? WHERE folder = ?'),
-        ...Object.fromEntries(
-          FIELDS.map((f) => [`match_${f}`, p(`SELECT d.uid AS uid FROM fts JOIN docs d ON d.id = fts.rowid WHERE fts MATCH ? AND d.folder = ? AND d.uidvalidity = ?`)]),
-        ),
+        keyGet: p('SELECT key FROM folders WHERE folder = ? AND uidvalidity = ?'),
+        keyInsert: p('INSERT INTO folders (folder, uidvalidity) VALUES (?, ?) RETURNING key'),
+        keysOf: p('SELECT key, uidvalidity FROM folders WHERE folder = ?'),
+        keyDelete: p('DELETE FROM folders WHERE key = ?'),
+        folderRename: p('UPDATE folders SET folder = ? WHERE folder = ?'),
+        docGet: p(`SELECT partial FROM docs WHERE id = ${DOC_ID('?2')}`),
+        docPut: p(`INSERT INTO docs (id, partial) VALUES (${DOC_ID('?2')}, ?3) ON CONFLICT (id) DO UPDATE SET partial = excluded.partial`),
+        docDelete: p(`DELETE FROM docs WHERE id = ${DOC_ID('?2')}`),
+        ftsInsert: p(`INSERT INTO fts (rowid, subject, addresses, body) VALUES (${DOC_ID('?2')}, ?3, ?4, ?5)`),
+        ftsDelete: p(`DELETE FROM fts WHERE rowid = ${DOC_ID('?2')}`),
+        uids: p(`SELECT ${UID_OF('id')} AS uid FROM docs WHERE ${IN_FOLDER('id')}`),
+        docsBetween: p(`SELECT ${UID_OF('id')} AS uid FROM docs WHERE id BETWEEN ${DOC_ID('?3')} AND ${DOC_ID('?2')}`),
+        partialBetween: p(`SELECT ${UID_OF('id')} AS uid FROM docs WHERE id BETWEEN ${DOC_ID('?3')} AND ${DOC_ID('?2')} AND partial = 1`),
+        partialUids: p(`SELECT ${UID_OF('id')} AS uid FROM docs WHERE ${IN_FOLDER('id')} AND partial = 1`),
+        folderDocsDelete: p(`DELETE FROM docs WHERE ${IN_FOLDER('id')}`),
+        match: p(`SELECT ${UID_OF('rowid')} AS uid FROM fts WHERE fts MATCH ?2 AND ${IN_FOLDER('rowid')}`),
+        // Upwards from the id of UID `?3 - 1` to the folder's end: newest first.
+        newest: p(`SELECT ${UID_OF('rowid')} AS uid FROM fts WHERE fts MATCH ?2 AND rowid BETWEEN ${DOC_ID('(?3 - 1)')} AND (?1 << 32) + 4294967295 ORDER BY rowid LIMIT ?4`),
       };
+      this.#s.docsBetween.setReturnArrays(true);
+      this.#s.partialBetween.setReturnArrays(true);
     } catch (err) {
       this.#db.close();
       throw err;
@@ -348,7 +384,26 @@ export class FullTextIndex {
 
   /** Run `fn` in one transaction (nested calls join the outer one): batch adds while catching up. */
   transaction<T>(fn: () => T): T {
-    return this.#tx.run(fn);
+    // Every write goes through here (add, remove, removeFolder, renameFolder, catch-ups).
+    this.#generation++;
+    try {
+      return this.#tx.run(fn);
+    } catch (err) {
+      // A folder key made in a transaction that rolled back does not exist: forget the cache.
+      this.#keys.clear();
+      throw err;
+    }
+  }
+
+  /** The folder's key, made when `create` (in the caller's transaction). */
+  #key(folder: string, uidValidity: number, create: boolean): number | undefined {
+    const name = `${folder}\0${uidValidity}`;
+    let key = this.#keys.get(name);
+    if (key !== undefined) return key;
+    key = (this.#s.keyGet.get(folder, uidValidity) as { key: number } | undefined)?.key;
+    if (key === undefined && create) key = (this.#s.keyInsert.get(folder, uidValidity) as { key: number }).key;
+    if (key !== undefined) this.#keys.set(name, key);
+    return key;
   }
 
   /** Index (or re-index) one message. */
@@ -356,27 +411,22 @@ export class FullTextIndex {
     const body = indexForm(doc.body);
     const partial = body.length > MAX_INDEXED_BODY;
     this.transaction(() => {
-      const old = this.#s.docGet.get(folder, uidValidity, uid) as { id: number } | undefined;
-      let id: number;
-      if (old) {
-        id = old.id;
-        this.#s.ftsDelete.run(id);
-        this.#s.docPartial.run(partial ? 1 : 0, id);
-      } else {
-        id = (this.#s.docInsert.get(folder, uidValidity, uid, partial ? 1 : 0) as { id: number }).id;
-      }
-      this.#s.ftsInsert.run(id, indexForm(doc.subject), indexForm(doc.addresses), partial ? body.slice(0, MAX_INDEXED_BODY) : body);
+      const key = this.#key(folder, uidValidity, true)!;
+      if (this.#s.docGet.get(key, uid) !== undefined) this.#s.ftsDelete.run(key, uid);
+      this.#s.docPut.run(key, uid, partial ? 1 : 0);
+      this.#s.ftsInsert.run(key, uid, indexForm(doc.subject), indexForm(doc.addresses), partial ? body.slice(0, MAX_INDEXED_BODY) : body);
     });
   }
 
   /** Forget messages (expunged, moved away). Unknown UIDs are ignored. */
   remove(folder: string, uidValidity: number, uids: Iterable<number>): void {
     this.transaction(() => {
+      const key = this.#key(folder, uidValidity, false);
+      if (key === undefined) return;
       for (const uid of uids) {
-        const row = this.#s.docGet.get(folder, uidValidity, uid) as { id: number } | undefined;
-        if (!row) continue;
-        this.#s.ftsDelete.run(row.id);
-        this.#s.docDelete.run(row.id);
+        if (this.#s.docGet.get(key, uid) === undefined) continue;
+        this.#s.ftsDelete.run(key, uid);
+        this.#s.docDelete.run(key, uid);
       }
     });
   }
@@ -384,12 +434,17 @@ export class FullTextIndex {
   /** Forget a folder's messages under every UIDVALIDITY except `keepUidValidity` (all if absent). */
   removeFolder(folder: string, keepUidValidity = -1): number {
     return this.transaction(() => {
-      const rows = this.#s.folderDocs.all(folder, keepUidValidity) as Array<{ id: number }>;
-      for (const { id } of rows) {
-        this.#s.ftsDelete.run(id);
-        this.#s.docDelete.run(id);
+      let removed = 0;
+      for (const { key, uidvalidity } of this.#s.keysOf.all(folder) as Array<{ key: number; uidvalidity: number }>) {
+        if (uidvalidity === keepUidValidity) continue;
+        const uids = this.#s.uids.all(key) as Array<{ uid: number }>;
+        for (const { uid } of uids) this.#s.ftsDelete.run(key, uid);
+        this.#s.folderDocsDelete.run(key);
+        this.#s.keyDelete.run(key);
+        this.#keys.delete(`${folder}\0${uidvalidity}`);
+        removed += uids.length;
       }
-      return rows.length;
+      return removed;
     });
   }
 
@@ -400,7 +455,11 @@ export class FullTextIndex {
   renameFolder(from: string, to: string): number {
     return this.transaction(() => {
       this.removeFolder(to);
-      return Number(this.#s.folderRename.run(to, from).changes);
+      for (const name of [...this.#keys.keys()]) if (name.startsWith(`${from}\0`)) this.#keys.delete(name);
+      let moved = 0;
+      for (const { key } of this.#s.keysOf.all(from) as Array<{ key: number }>) moved += (this.#s.uids.all(key) as unknown[]).length;
+      this.#s.folderRename.run(to, from);
+      return moved;
     });
   }
 
@@ -414,14 +473,50 @@ export class FullTextIndex {
     const text = indexForm(value);
     if ([...text].length < 3) return undefined;
     const out = new Set<number>();
-    const rows = this.#s[`match_${field}`].all(`{${field}} : ${phrase(text)}`, folder, uidValidity) as Array<{ uid: number }>;
-    for (const r of rows) out.add(r.uid);
-    if (field === 'body') for (const r of this.#s.partialUids.all(folder, uidValidity) as Array<{ uid: number }>) out.add(r.uid);
+    const key = this.#key(folder, uidValidity, false);
+    if (key === undefined) return out;
+    for (const r of this.#s.match.all(key, `{${field}} : ${phrase(text)}`) as Array<{ uid: number }>) out.add(r.uid);
+    if (field === 'body') for (const r of this.#s.partialUids.all(key) as Array<{ uid: number }>) out.add(r.uid);
     return out;
   }
 
+  /**
+   * The newest (highest UID first) at most `limit` indexed messages that may match every term
+   * (each a substring of one of its fields, as `candidates` decides it), with UIDs below
+   * `belowUid` when given. Terms must be `indexable`. Messages indexed only in part are not
+   * in the answer unless their indexed part matches: see `indexedBetween` for which to trust.
+   */
+  newestMatches(folder: string, uidValidity: number, terms: readonly FullTextTerm[], limit: number, belowUid = 0x1_0000_0000): number[] {
+    const key = this.#key(folder, uidValidity, false);
+    if (key === undefined || terms.length === 0) return [];
+    const expr = terms.map((t) => `{${t.fields.join(' ')}} : ${phrase(indexForm(t.text))}`).join(' AND ');
+    return (this.#s.newest.all(key, expr, belowUid, limit) as Array<{ uid: number }>).map((r) => r.uid);
+  }
+
+  /**
+   * The indexed UIDs in [fromUid, toUid], highest first, and which of them are indexed only in
+   * part (long bodies): for whole ones the index's answer is final, the others must be checked.
+   * Rows come back as arrays, not objects: 100,000 UIDs cost milliseconds, not a garbage collection.
+   */
+  indexedBetween(folder: string, uidValidity: number, fromUid: number, toUid: number): { uids: Uint32Array; partial: Set<number> } {
+    const key = this.#key(folder, uidValidity, false);
+    if (key === undefined || fromUid > toUid) return { uids: new Uint32Array(0), partial: new Set() };
+    const rows = this.#s.docsBetween.all(key, fromUid, toUid) as unknown as Array<[number]>;
+    const uids = new Uint32Array(rows.length);
+    for (let i = 0; i < rows.length; i++) uids[i] = rows[i][0];
+    const partial = new Set((this.#s.partialBetween.all(key, fromUid, toUid) as unknown as Array<[number]>).map((r) => r[0]));
+    return { uids, partial };
+  }
+
+  /** Changes with every write: what a caller derived from the index is current while this is unchanged. */
+  get generation(): number {
+    return this.#generation;
+  }
+
   indexedUids(folder: string, uidValidity: number): Set<number> {
-    return new Set((this.#s.uids.all(folder, uidValidity) as Array<{ uid: number }>).map((r) => r.uid));
+    const key = this.#key(folder, uidValidity, false);
+    if (key === undefined) return new Set();
+    return new Set((this.#s.uids.all(key) as Array<{ uid: number }>).map((r) => r.uid));
   }
 
   /**

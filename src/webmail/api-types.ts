@@ -30,6 +30,8 @@ export type MessageSummary = {
   hasAttachments: boolean;
   /** Present when the list is grouped by conversation: the thread's id and size. */
   thread?: { id: string; count: number };
+  /** Conversation members only (`?thread=`): the start of the sender's own text, for a collapsed message. */
+  snippet?: string;
 };
 
 /**
@@ -43,6 +45,11 @@ export type MessageList = {
   messages: MessageSummary[];
   /** Search only (added by the server): the search ran out of time; these are the matches found so far. */
   partial?: boolean;
+  /**
+   * Search only: there may be more matches than `total` (a search stops one past the page asked
+   * for); asking for the page at `total` finds more, and `total` grows.
+   */
+  more?: boolean;
 };
 
 export type Attachment = {
@@ -71,7 +78,7 @@ export type MessageView = MessageSummary & {
 
 // Other endpoints (all relative to /api):
 //   GET  folders/:folder/messages/:uid/html?remote=0|1  sanitised HTML document, CSP-sandboxed, for the iframe
-//   GET  folders/:folder/messages?thread=<thread.id>   (added) the messages of one conversation, newest first
+//   GET  folders/:folder/messages?thread=<thread.id>   (added) the messages of one conversation, newest first, each with a snippet
 //   GET  folders/:folder/messages/:uid/parts/:part     an attachment or cid: image (Content-Disposition with its name;
 //                                                       add ?inline=1 to open images, text and PDF in the browser)
 //   GET  folders/:folder/messages/:uid/source          the raw message as text/plain
@@ -99,6 +106,13 @@ export type ComposeRequest = {
   /** Attach another message as message/rfc822 (forward as attachment). */
   forwardOf?: { folder: string; uid: number };
 };
+
+/**
+ * GET /api/client/phone-setup -> PhoneSetup: a link that downloads the user's Apple .mobileconfig
+ * without the session cookie (a signed token, valid for 15 minutes, no password in it), and an
+ * SVG QR code of it for a phone's camera. GET /api/client/mobileconfig downloads it with the cookie.
+ */
+export type PhoneSetup = { url: string; expiresAt: number; svg: string };
 
 /** GET /api/events: one `event: change` per store change, `data` is this JSON. */
 export type ServerEvent =

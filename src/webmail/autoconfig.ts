@@ -39,6 +39,8 @@ export type AutoconfigDeps = {
   settings: ClientSettings;
   /** The logged-in webmail user of this request, if any (the .mobileconfig is per user). */
   sessionOf(c: Context): { address: string } | undefined;
+  /** The address a phone set-up token (`?t=`, from the QR code) was signed for, if it is valid. */
+  setupLinkOwner?(token: string): string | undefined;
 };
 
 /** Standard ports on `hostname`, for when the caller passes no settings (tests, embedding). */
@@ -286,11 +288,23 @@ export function autoconfigRoutes(deps: AutoconfigDeps): Hono {
     return c.body(mtaStsPolicy(settings), 200, { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': SHORT_CACHE });
   });
 
+  // With the session cookie, or with a signed, short-lived `?t=` token for a phone that scanned
+  // the webmail's QR code (a token that does not check out is refused even with a session).
   app.get('/api/client/mobileconfig', (c) => {
-    const s = deps.sessionOf(c);
-    if (!s) return c.json({ error: 'not logged in' }, 401);
-    const file = `${s.address.replace(/[^A-Za-z0-9@._-]/g, '_')}.mobileconfig`;
-    return c.body(mobileconfig(settings, s.address), 200, {
+    const token = c.req.query('t');
+    let address: string | undefined;
+    if (token !== undefined) {
+      address = deps.setupLinkOwner?.(token);
+      if (!address) return c.json({ error: 'this set-up link is not valid or has expired; make a new one in the webmail' }, 403);
+    } else {
+      address = deps.sessionOf(c)?.address;
+      if (!address) return c.json({ error: 'not logged in' }, 401);
+    }
+    const file = `${address.replace(/[^A-Za-z0-9@._-]/g, '_')}.mobileconfig`;
+    if (usable(settings, 'smtp').length === 0 || usable(settings, 'imap').length + usable(settings, 'pop3').length === 0) {
+      return c.json({ error: 'this server offers no incoming or no outgoing mail service to set up (see [listeners] in the config)' }, 404);
+    }
+    return c.body(mobileconfig(settings, address), 200, {
       'Content-Type': 'application/x-apple-aspen-config',
       'Content-Disposition': `attachment; filename="${file}"`,
       'Cache-Control': 'no-store',

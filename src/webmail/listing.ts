@@ -6,16 +6,14 @@
 // cannot decide.
 import { createHash } from 'node:crypto';
 import type { MessageSummary as ImapSummary, SummaryProvider } from '../imap/message-info.ts';
-import type { FolderState, MessageRecord, UserMailboxes } from '../store/mailboxes.ts';
-import { foldText } from '../store/fulltext.ts';
-import type { FullTextField } from '../store/fulltext.ts';
+import type { MessageRecord, SharedFolderState, UserMailboxes } from '../store/mailboxes.ts';
+import { foldText, indexable } from '../store/fulltext.ts';
+import type { FullTextField, FullTextIndex } from '../store/fulltext.ts';
 import { userSearch } from '../store/user-search.ts';
 import type { MessageList, MessageSummary } from './api-types.ts';
 import { messageIds, parseAddresses } from './mime-view.ts';
 
 export const MAX_PAGE = 500;
-/** Bodies longer than this are indexed only in part (fulltext.ts): check those by reading. */
-const PARTIAL_BODY_BYTES = 4 << 20;
 
 export function toSummary(rec: MessageRecord, s: ImapSummary | null): MessageSummary {
   return {
@@ -43,7 +41,7 @@ function pageOf(records: readonly MessageRecord[], offset: number, limit: number
   return out;
 }
 
-export async function listPage(summaries: SummaryProvider, mb: UserMailboxes, folder: string, state: FolderState, offset: number, limit: number): Promise<MessageList> {
+export async function listPage(summaries: SummaryProvider, mb: UserMailboxes, folder: string, state: SharedFolderState, offset: number, limit: number): Promise<MessageList> {
   const recs = pageOf(state.messages, offset, limit);
   return { folder, total: state.messages.length, offset, messages: await summarize(summaries, mb, folder, recs) };
 }
@@ -56,7 +54,7 @@ type FolderThreads = { keys: Map<number, ThreadKeys>; grouping?: Grouping };
 
 const threadCache = new WeakMap<UserMailboxes, Map<string, FolderThreads>>();
 
-async function threadKeys(summaries: SummaryProvider, mb: UserMailboxes, folder: string, state: FolderState): Promise<FolderThreads> {
+async function threadKeys(summaries: SummaryProvider, mb: UserMailboxes, folder: string, state: SharedFolderState): Promise<FolderThreads> {
   let perUser = threadCache.get(mb);
   if (!perUser) {
     perUser = new Map();
@@ -88,7 +86,7 @@ async function threadKeys(summaries: SummaryProvider, mb: UserMailboxes, folder:
 }
 
 /** Conversations of a folder, newest conversation first, each with its UIDs newest first. */
-export async function threads(summaries: SummaryProvider, mb: UserMailboxes, folder: string, state: FolderState): Promise<Grouping> {
+export async function threads(summaries: SummaryProvider, mb: UserMailboxes, folder: string, state: SharedFolderState): Promise<Grouping> {
   const last = state.messages[state.messages.length - 1];
   // UIDs only grow: the same count and last UID means the same set of messages.
   const version = `${state.uidValidity}:${state.messages.length}:${last?.uid ?? 0}`;
@@ -148,7 +146,7 @@ export async function threads(summaries: SummaryProvider, mb: UserMailboxes, fol
   return ft.grouping;
 }
 
-export async function threadPage(summaries: SummaryProvider, mb: UserMailboxes, folder: string, state: FolderState, offset: number, limit: number): Promise<MessageList> {
+export async function threadPage(summaries: SummaryProvider, mb: UserMailboxes, folder: string, state: SharedFolderState, offset: number, limit: number): Promise<MessageList> {
   const g = await threads(summaries, mb, folder, state);
   const page = g.groups.slice(offset, offset + limit);
   const recs = page.map((t) => findRecord(state, t.uids[0])!);
@@ -157,18 +155,56 @@ export async function threadPage(summaries: SummaryProvider, mb: UserMailboxes, 
   return { folder, total: g.groups.length, offset, messages: rows };
 }
 
-/** The messages of one conversation, newest first (each row carries the thread). */
-export async function threadMembers(summaries: SummaryProvider, mb: UserMailboxes, folder: string, state: FolderState, id: string): Promise<MessageList | undefined> {
+/** Members of a conversation that get a snippet (each costs a read of its file). */
+const SNIPPET_MEMBERS = 200;
+const SNIPPET_CHARS = 160;
+
+/**
+ * The line a collapsed message in a conversation shows: the start of what the sender wrote, not
+ * the quote of earlier messages (`> ` lines and the "On …, X wrote:" line above them) nor the
+ * signature.
+ */
+export function snippetOf(text: string): string {
+  const lines = text.replace(/\r\n?/g, '\n').split('\n');
+  const own: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (line.startsWith('>')) continue;
+    // The attribution above a quote ("On Mon, Ann wrote:", "Am … schrieb …:"): a line ending in ':' just before '>' lines.
+    if (line.endsWith(':') && (lines.slice(i + 1).find((l) => l.trim() !== '') ?? '').trim().startsWith('>')) continue;
+    if (line === '--') break; // the signature separator ("-- ", its space often lost on the way)
+    own.push(line);
+    if (own.join(' ').length > SNIPPET_CHARS * 2) break;
+  }
+  const flat = own.join(' ').replace(/\s+/g, ' ').trim();
+  return flat.length > SNIPPET_CHARS ? `${flat.slice(0, SNIPPET_CHARS - 1).trimEnd()}…` : flat;
+}
+
+/** The messages of one conversation, newest first (each row carries the thread and a snippet). */
+export async function threadMembers(
+  summaries: SummaryProvider,
+  mb: UserMailboxes,
+  folder: string,
+  state: SharedFolderState,
+  id: string,
+  bodyText: (raw: Buffer) => string,
+): Promise<MessageList | undefined> {
   const g = await threads(summaries, mb, folder, state);
   const uids = g.byId.get(id);
   if (!uids) return undefined;
   const rows = await summarize(summaries, mb, folder, uids.map((u) => findRecord(state, u)!));
   for (const row of rows) row.thread = { id, count: uids.length };
+  await Promise.all(
+    rows.slice(0, SNIPPET_MEMBERS).map(async (row) => {
+      const raw = await mb.readMessage(folder, row.uid).catch(() => null);
+      if (raw) row.snippet = snippetOf(bodyText(raw));
+    }),
+  );
   return { folder, total: rows.length, offset: 0, messages: rows };
 }
 
 /** The record with this UID (binary search: records are in UID order). */
-export function findRecord(state: FolderState, uid: number): MessageRecord | undefined {
+export function findRecord(state: SharedFolderState, uid: number): MessageRecord | undefined {
   const m = state.messages;
   let lo = 0;
   let hi = m.length - 1;
@@ -216,32 +252,6 @@ export function parseQuery(q: string): SearchQuery | { error: string } {
   return query;
 }
 
-/**
- * Which UIDs the full-text index holds, cached for a while: reading 100,000 of them costs tens of
- * milliseconds, and a stale answer is still right: a UID it does not list is read and checked
- * (slower, never wrong), and the index drops a UID only when the message goes.
- */
-const INDEXED_TTL_MS = 30_000;
-const indexedCache = new WeakMap<UserMailboxes, Map<string, { uidValidity: number; at: number; uids: Set<number> }>>();
-
-function indexedUids(mb: UserMailboxes, folder: string, uidValidity: number, load: () => Set<number>): Set<number> {
-  let perUser = indexedCache.get(mb);
-  if (!perUser) {
-    perUser = new Map();
-    indexedCache.set(mb, perUser);
-  }
-  const hit = perUser.get(folder);
-  const now = Date.now();
-  if (hit && hit.uidValidity === uidValidity && now - hit.at < INDEXED_TTL_MS) return hit.uids;
-  const uids = load();
-  perUser.set(folder, { uidValidity, at: now, uids });
-  return uids;
-}
-
-function forgetIndexed(mb: UserMailboxes, folder: string): void {
-  indexedCache.get(mb)?.delete(folder);
-}
-
 const FIELDS_FOR: Record<SearchTerm['field'], FullTextField[]> = {
   any: ['subject', 'addresses', 'body'],
   from: ['addresses'],
@@ -250,99 +260,168 @@ const FIELDS_FOR: Record<SearchTerm['field'], FullTextField[]> = {
   body: ['body'],
 };
 
+type IndexedUids = { uids: Uint32Array; partial: Set<number> };
+
+/** A folder's indexed UIDs, read whole, kept while the index has not changed (its generation). */
+const indexedCache = new WeakMap<FullTextIndex, Map<string, { uidValidity: number; generation: number; docs: IndexedUids }>>();
+/** Up to this many records, ask the index about just the stretch rather than the whole folder. */
+const STRETCH_ASK = 4000;
+
 /**
- * UIDs (newest first) of messages in the folder that match. The index answers each term of
- * 3+ characters (a trigram match, case and diacritics folded, is taken as the answer); what it
- * cannot answer (messages not indexed yet, bodies indexed only in part, short terms, from:/to:
- * which the index keeps together, dates and has:attachment) is checked with the summaries.
+ * Which UIDs in [floor, top] the index holds (`count` records lie there). A short stretch is
+ * read as it is; a long one from the whole folder's list, read once per change of the index
+ * (100,000 UIDs take some 20 ms to read), so a run of searches pays for it once.
+ */
+function indexedIn(index: FullTextIndex, folder: string, uidValidity: number, floor: number, top: number, count: number): IndexedUids {
+  if (floor > 0 && count <= STRETCH_ASK) return index.indexedBetween(folder, uidValidity, floor, top);
+  let perIndex = indexedCache.get(index);
+  if (!perIndex) {
+    perIndex = new Map();
+    indexedCache.set(index, perIndex);
+  }
+  const hit = perIndex.get(folder);
+  if (hit && hit.uidValidity === uidValidity && hit.generation === index.generation) return hit.docs;
+  const generation = index.generation;
+  const docs = index.indexedBetween(folder, uidValidity, 1, 0xffffffff);
+  perIndex.set(folder, { uidValidity, generation, docs });
+  return docs;
+}
+
+/** The first position in a descending list whose value is at most `uid`. */
+function firstAtMost(desc: Uint32Array, uid: number): number {
+  let lo = 0;
+  let hi = desc.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (desc[mid] > uid) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** The first ask of the index for the newest matches, at least; each further ask is 4 times bigger. */
+const FIRST_ASK = 200;
+
+export type SearchResult = {
+  /** Matches, newest first. */
+  uids: number[];
+  /** Ran out of time (signal): `uids` are the matches found so far. */
+  partial: boolean;
+  /** Stopped after `want` matches: there may be more than `uids`. */
+  more: boolean;
+  /** Messages looked at that the index does not hold yet. */
+  unindexed: number;
+};
+
+/**
+ * Matching UIDs, newest first, stopping once `want` are found (a page needs only the newest).
+ * The index answers the terms of 3+ characters in one query, newest first and only as many as
+ * asked for (asking again for more further down the folder when those run out); what it cannot
+ * decide is checked with the summaries (and the body text): messages not indexed yet or indexed
+ * only in part, short terms, from:/to: (the index keeps all addresses together), dates and
+ * has:attachment.
  */
 export async function searchUids(
   summaries: SummaryProvider,
   mb: UserMailboxes,
   folder: string,
-  state: FolderState,
+  state: SharedFolderState,
   query: SearchQuery,
   readBody: (rec: MessageRecord) => Promise<string>,
-  signal?: AbortSignal,
-): Promise<{ uids: number[]; partial: boolean; unindexed: number }> {
+  opts: { signal?: AbortSignal; want?: number; firstAsk?: number } = {},
+): Promise<SearchResult> {
+  const { signal, want = Number.POSITIVE_INFINITY } = opts;
   const index = userSearch(mb)?.index;
   const name = folder.toUpperCase() === 'INBOX' ? 'INBOX' : folder;
-  let candidates: MessageRecord[] = state.messages.slice();
-  let indexed: Set<number> | undefined;
-  /** Terms the index decided, per candidate that it holds whole. */
-  const decided = new Set<SearchTerm>();
-  let unindexedSeen = 0;
-  if (index) {
-    try {
-      indexed = indexedUids(mb, name, state.uidValidity, () => index.indexedUids(name, state.uidValidity));
-      for (const term of query.terms) {
-        const sets = FIELDS_FOR[term.field].map((f) => index.candidates(name, state.uidValidity, f, term.text));
-        if (sets.some((s) => s === undefined)) continue;
-        const union = new Set<number>();
-        for (const s of sets) for (const uid of s!) union.add(uid);
-        let unindexed = 0;
-        candidates = candidates.filter((r) => {
-          if (union.has(r.uid)) return true;
-          if (indexed!.has(r.uid)) return false;
-          unindexed++;
-          return true;
-        });
-        // Many messages the cached set does not know: indexing has moved on; ask again next time.
-        if (unindexed > 500) forgetIndexed(mb, name);
-        unindexedSeen = Math.max(unindexedSeen, unindexed);
-        if (term.field !== 'from' && term.field !== 'to') decided.add(term);
-      }
-    } catch {
-      indexed = undefined;
-      decided.clear();
-    }
-  }
-  if (query.after !== undefined || query.before !== undefined) {
-    // The delivery date, which the index records hold: no summary needed for the range.
-    candidates = candidates.filter((r) => (query.after === undefined || r.internalDate >= query.after) && (query.before === undefined || r.internalDate < query.before));
-  }
-  if (query.hasAttachment && candidates.length > 1000) {
-    // Many to check: the per-folder facts kept for conversations answer from memory after the first time.
-    const facts = await threadKeys(summaries, mb, folder, state);
-    candidates = candidates.filter((r) => facts.keys.get(r.uid)?.hasAttachments !== false);
-  }
+  const records = state.messages;
+  let indexed = index ? query.terms.filter((t) => indexable(t.text)) : [];
+  /** Terms whose index answer is final for a message the index holds whole. */
+  let decided = new Set(indexed.filter((t) => t.field !== 'from' && t.field !== 'to'));
+  // Attachment facts already gathered for conversations answer has:attachment from memory.
+  const facts = query.hasAttachment ? threadCache.get(mb)?.get(folder)?.keys : undefined;
   const out: number[] = [];
-  for (let i = candidates.length - 1; i >= 0; i--) {
-    // Out of time: what was found so far, newest first, marked as partial.
-    if (signal?.aborted) return { uids: out, partial: true, unindexed: unindexedSeen };
-    const rec = candidates[i];
-    const trusted = indexed?.has(rec.uid) === true;
-    const open = query.terms.filter((t) => !(trusted && decided.has(t) && !(t.field !== 'subject' && rec.size > PARTIAL_BODY_BYTES)));
-    if (open.length === 0 && !query.hasAttachment) {
-      out.push(rec.uid);
-      continue;
-    }
-    const s = await summaries.get(mb, folder, rec).catch(() => null);
-    if (!s) continue;
-    if (query.hasAttachment && !s.hasAttachments) continue;
-    let ok = true;
-    let body: string | undefined;
-    for (const t of open) {
-      const needle = foldText(t.text);
-      const has = (text: string): boolean => foldText(text).includes(needle);
-      const f = s.fields;
-      let hit = false;
-      if (t.field === 'from') hit = has(f.from);
-      else if (t.field === 'to') hit = has(f.to) || has(f.cc) || has(f.bcc);
-      else if (t.field === 'subject') hit = has(f.subject);
-      else {
-        if (t.field === 'any') hit = has(f.subject) || has(f.from) || has(f.to) || has(f.cc);
-        if (!hit) {
-          body ??= await readBody(rec);
-          hit = has(body);
-        }
-      }
-      if (!hit) {
-        ok = false;
-        break;
+  let unindexed = 0;
+  // firstAsk: tests make it small, to go through several asks on a small folder.
+  let ask = opts.firstAsk ?? Math.max(FIRST_ASK, Number.isFinite(want) ? want * 2 : records.length);
+  let i = records.length - 1;
+  while (i >= 0) {
+    // One stretch: records from i down to the oldest index match returned (or to the start).
+    let hits: Set<number> | undefined;
+    let docs: IndexedUids | undefined;
+    let floor = 0;
+    if (index && indexed.length > 0) {
+      try {
+        const top = records[i].uid;
+        const list = index.newestMatches(name, state.uidValidity, indexed.map((t) => ({ fields: FIELDS_FOR[t.field], text: t.text })), ask, top + 1);
+        floor = list.length < ask ? 0 : list[list.length - 1];
+        hits = new Set(list);
+        docs = indexedIn(index, name, state.uidValidity, floor, top, i + 1);
+        ask *= 4;
+      } catch {
+        // The index failed (a broken file): check everything from here on.
+        indexed = [];
+        decided = new Set();
+        continue;
       }
     }
-    if (ok) out.push(rec.uid);
+    // Both lists go down: a pointer into the indexed UIDs follows the records.
+    let j = docs ? firstAtMost(docs.uids, records[i].uid) : 0;
+    for (; i >= 0 && records[i].uid >= floor; i--) {
+      // Out of time: what was found so far, newest first, marked as partial.
+      if (signal?.aborted) return { uids: out, partial: true, more: false, unindexed };
+      const rec = records[i];
+      let trusted = false;
+      if (hits && docs) {
+        while (j < docs.uids.length && docs.uids[j] > rec.uid) j++;
+        const held = j < docs.uids.length && docs.uids[j] === rec.uid;
+        if (!held) unindexed++;
+        trusted = held && !docs.partial.has(rec.uid);
+        if (trusted && !hits.has(rec.uid)) continue;
+      }
+      if (query.after !== undefined && rec.internalDate < query.after) continue;
+      if (query.before !== undefined && rec.internalDate >= query.before) continue;
+      if (facts?.get(rec.uid)?.hasAttachments === false) continue;
+      if (await matches(summaries, mb, folder, rec, query, trusted ? decided : undefined, readBody)) {
+        out.push(rec.uid);
+        if (out.length >= want) return { uids: out, partial: false, more: i > 0, unindexed };
+      }
+    }
   }
-  return { uids: out, partial: false, unindexed: unindexedSeen };
+  return { uids: out, partial: false, more: false, unindexed };
+}
+
+/** Whether `rec` matches the terms not `decided` by the index, and has:attachment, by its summary (and body). */
+async function matches(
+  summaries: SummaryProvider,
+  mb: UserMailboxes,
+  folder: string,
+  rec: MessageRecord,
+  query: SearchQuery,
+  decided: Set<SearchTerm> | undefined,
+  readBody: (rec: MessageRecord) => Promise<string>,
+): Promise<boolean> {
+  const open = decided ? query.terms.filter((t) => !decided.has(t)) : query.terms;
+  if (open.length === 0 && !query.hasAttachment) return true;
+  const s = await summaries.get(mb, folder, rec).catch(() => null);
+  if (!s) return false;
+  if (query.hasAttachment && !s.hasAttachments) return false;
+  let body: string | undefined;
+  for (const t of open) {
+    const needle = foldText(t.text);
+    const has = (text: string): boolean => foldText(text).includes(needle);
+    const f = s.fields;
+    let hit = false;
+    if (t.field === 'from') hit = has(f.from);
+    else if (t.field === 'to') hit = has(f.to) || has(f.cc) || has(f.bcc);
+    else if (t.field === 'subject') hit = has(f.subject);
+    else {
+      if (t.field === 'any') hit = has(f.subject) || has(f.from) || has(f.to) || has(f.cc);
+      if (!hit) {
+        body ??= await readBody(rec);
+        hit = has(body);
+      }
+    }
+    if (!hit) return false;
+  }
+  return true;
 }

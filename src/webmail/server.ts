@@ -28,7 +28,7 @@ import { bodyTextFromRawSync } from '../store/fulltext.ts';
 import type { ChangeEvent, FolderState, MailStore, MessageRecord, UserMailboxes } from '../store/mailboxes.ts';
 import { StoreError } from '../store/names.ts';
 import { indexFolderSoon } from '../store/user-search.ts';
-import type { ComposeRequest, Folder, LoginRequest, MessageList, MessageView, ServerEvent, Session } from './api-types.ts';
+import type { ComposeRequest, Folder, LoginRequest, MessageList, MessageView, PhoneSetup, ServerEvent, Session } from './api-types.ts';
 import { buildAssets, shellHtml } from './assets.ts';
 import { autoconfigRoutes, defaultClientSettings } from './autoconfig.ts';
 import type { ClientSettings } from './autoconfig.ts';
@@ -37,6 +37,7 @@ import { ComposeError, compose } from './compose.ts';
 import { MAX_PAGE, findRecord, listPage, parseQuery, searchUids, summarize, threadMembers, threadPage, toSummary } from './listing.ts';
 import { PART_NUMBER, contentDisposition, decodeWords, header, messageIds, parseAddresses, parseMessage, partContent } from './mime-view.ts';
 import { RemotePrefs } from './prefs.ts';
+import { qrSvg } from './qr.ts';
 import { HTML_MAIL_CSP, HTML_MAIL_CSP_REMOTE, mailDocument, sanitizeMailHtml } from './sanitize.ts';
 import { SessionStore, sameToken } from './sessions.ts';
 import type { WebSession } from './sessions.ts';
@@ -81,6 +82,8 @@ const SPECIAL_USE: Record<string, Folder['specialUse']> = { Sent: '\\Sent', Draf
 const INLINE_SAFE = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'image/bmp', 'image/avif', 'text/plain', 'application/pdf']);
 const PART_URL_LIFETIME_MS = 12 * 3_600_000;
 const SEARCH_BUDGET_MS = 5_000;
+/** How long a phone set-up link (the QR code) works: long enough to find the phone. */
+const SETUP_LINK_LIFETIME_MS = 15 * 60_000;
 
 type Env = { Variables: { session: WebSession; mb: UserMailboxes }; Bindings: { incoming?: { socket?: { remoteAddress?: string } } } };
 
@@ -104,6 +107,17 @@ const STORE_STATUS: Record<string, number> = {
 
 function peerOf(c: Context<Env>): string {
   return c.env?.incoming?.socket?.remoteAddress ?? 'unknown';
+}
+
+/**
+ * Where this browser reached us, for links another device opens: the Host it used (the phone is
+ * likely to reach the same name), https when the cookies are Secure or the request came that way.
+ */
+function publicOrigin(c: Context<Env>, secure: boolean): string {
+  const url = new URL(c.req.url);
+  const host = c.req.header('host') ?? url.host;
+  const safeHost = /^[A-Za-z0-9.[\]:-]{1,300}$/.test(host) ? host : url.host;
+  return `${secure || url.protocol === 'https:' ? 'https' : 'http'}://${safeHost}`;
 }
 
 function uidParam(c: Context<Env>): number {
@@ -188,7 +202,7 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
   const prefs = new RemotePrefs(log);
   const streams = new Set<() => void>();
   /** The last search per session, so paging through results does not search again. */
-  const lastSearch = new Map<string, { key: string; uids: number[]; partial: boolean }>();
+  const lastSearch = new Map<string, { key: string; uids: number[]; partial: boolean; more: boolean }>();
   let assets: Promise<Assets> | undefined;
   const getAssets = (): Promise<Assets> => (assets ??= buildAssets(deps.ui));
 
@@ -270,7 +284,14 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
     await next();
   };
 
-  app.route('/', autoconfigRoutes({ settings: deps.client ?? defaultClientSettings(deps.hostname), sessionOf: (c) => currentSession(c as Context<Env>) }));
+  app.route(
+    '/',
+    autoconfigRoutes({
+      settings: deps.client ?? defaultClientSettings(deps.hostname),
+      sessionOf: (c) => currentSession(c as Context<Env>),
+      setupLinkOwner: (token) => sessions.checkSetupLink(token),
+    }),
+  );
 
   app.post('/api/login', async (c) => {
     const body = await jsonBody<Partial<LoginRequest>>(c);
@@ -300,12 +321,16 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
     log.info({ peer, user: s.address }, 'logged in');
     const mb = await deps.mail.open(box);
     await ensureSpecialFolders(mb).catch((err: unknown) => log.warn({ user: s.address, err: String(err) }, 'special folders not created'));
+    warmInbox(mb);
     return c.json({ user: s.address, csrf: s.csrf } satisfies Session);
   });
 
   app.get('/api/session', (c) => {
     const s = currentSession(c);
     if (!s) return c.json({ error: 'not logged in' }, 401);
+    // A page (re)loaded with a live session asks this first, then for the list: warm it (in
+    // the background: this answer never waits for the store, nor fails with it).
+    deps.mail.open({ user: s.user, domain: s.domain }).then(warmInbox, () => undefined);
     return c.json({ user: s.address, csrf: s.csrf } satisfies Session);
   });
 
@@ -360,6 +385,16 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
     return c.json({ ok: true as const });
   });
 
+  // --- setting up a phone (issue 9): a QR code of a link that works without the cookie ---
+
+  app.get('/api/client/phone-setup', async (c) => {
+    const s = c.get('session');
+    const expiresAt = now() + SETUP_LINK_LIFETIME_MS;
+    const url = `${publicOrigin(c, deps.secureCookies)}/api/client/mobileconfig?t=${sessions.signSetupLink(s.address, expiresAt)}`;
+    const setup: PhoneSetup = { url, expiresAt, svg: await qrSvg(url) };
+    return c.json(setup);
+  });
+
   // --- folders ---
 
   app.get('/api/folders', async (c) => {
@@ -406,10 +441,10 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
   app.get('/api/folders/:folder/messages', async (c) => {
     const folder = folderParam(c);
     const mb = c.get('mb');
-    const state = await mb.sync(folder);
+    const state = await mb.syncShared(folder);
     const thread = c.req.query('thread');
     if (thread !== undefined) {
-      const list = await threadMembers(deps.summaries, mb, folder, state, thread);
+      const list = await threadMembers(deps.summaries, mb, folder, state, thread, (raw) => parseMessage(raw).text);
       if (!list) throw new ApiError(404, 'no such conversation in this folder');
       return c.json(list);
     }
@@ -424,7 +459,7 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
     const folder = folderParam(c);
     const uid = uidParam(c);
     const mb = c.get('mb');
-    const state = await mb.sync(folder);
+    const state = await mb.syncShared(folder);
     const rec = findRecord(state, uid);
     const raw = rec ? await mb.readMessage(folder, uid) : null;
     if (!rec || !raw) throw new ApiError(404, 'no such message in this folder');
@@ -493,7 +528,7 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
 
   /** Refuse a request none of whose UIDs is in the folder (someone else's, or gone). */
   const knownUids = async (mb: UserMailboxes, folder: string, uids: number[]): Promise<number[]> => {
-    const state = await mb.sync(folder);
+    const state = await mb.syncShared(folder);
     const known = uids.filter((u) => findRecord(state, u) !== undefined);
     if (known.length === 0) throw new ApiError(404, 'none of these messages is in this folder');
     return known;
@@ -553,25 +588,31 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
     if ('error' in query) throw new ApiError(400, query.error);
     const mb = c.get('mb');
     const s = c.get('session');
-    const state = await mb.sync(folder);
+    const state = await mb.syncShared(folder);
     const last = state.messages[state.messages.length - 1];
     const key = `${folder}\0${q}\0${state.uidValidity}\0${state.messages.length}\0${last?.uid ?? 0}\0${state.highestModseq}`;
+    // Matches up to one past the page: enough to show it and to know whether more follow.
+    const want = offset + limit + 1;
     let hit = lastSearch.get(s.id);
-    if (hit?.key !== key) {
+    if (hit?.key !== key || (hit.more && !hit.partial && hit.uids.length < want)) {
       const signal = AbortSignal.timeout(SEARCH_BUDGET_MS);
       const readBody = async (rec: MessageRecord): Promise<string> => {
         const raw = await mb.readMessage(folder, rec.uid);
         return raw ? bodyTextFromRawSync(raw) : '';
       };
-      const found = await searchUids(deps.summaries, mb, folder, state, query, readBody, signal);
+      // Further pages of the same search: ask for at least twice as many as last time, so
+      // scrolling a long result searches again only a few times.
+      const ask = hit?.key === key ? Math.max(want, hit.uids.length * 2) : want;
+      const found = await searchUids(deps.summaries, mb, folder, state, query, readBody, { signal, want: ask });
       // Messages the index does not hold yet (a folder never searched): have them indexed soon.
       if (found.unindexed > 0) indexFolderSoon(mb, folder);
-      hit = { key, uids: found.uids, partial: found.partial };
+      hit = { key, uids: found.uids, partial: found.partial, more: found.more };
       lastSearch.set(s.id, hit);
     }
     const page = hit.uids.slice(offset, offset + limit).map((u) => findRecord(state, u)).filter((r): r is MessageRecord => r !== undefined);
     const list: MessageList = { folder, total: hit.uids.length, offset, messages: await summarize(deps.summaries, mb, folder, page) };
     if (hit.partial) list.partial = true;
+    if (hit.more) list.more = true;
     return c.json(list);
   });
 
@@ -690,6 +731,16 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
     for (const end of [...streams]) end();
   };
   return app;
+}
+
+/**
+ * Start reading the INBOX's index into memory now, without waiting: after a restart, a big
+ * folder takes tens of milliseconds to load, and the browser asks for the list right after
+ * login (or /api/session), so the load overlaps the browser's round trip and rendering.
+ */
+function warmInbox(mb: UserMailboxes): void {
+  if (mb.uidValidity('INBOX') !== undefined) return; // already in memory
+  void mb.syncShared('INBOX').catch(() => undefined);
 }
 
 async function ensureFolder(mb: UserMailboxes, name: string): Promise<void> {

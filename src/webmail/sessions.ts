@@ -23,6 +23,8 @@ export class SessionStore {
   readonly #now: () => number;
   /** Signs capability URLs (cid: images inside the sandboxed iframe, which sends no cookie). */
   readonly #urlKey = randomBytes(32);
+  /** Signs phone set-up links: a key of their own, so no part-URL token can pass for one. */
+  readonly #setupKey = randomBytes(32);
 
   constructor(opts: SessionOptions) {
     this.#idleMs = opts.idleMs;
@@ -92,6 +94,33 @@ export class SessionStore {
     const want = Buffer.from(this.#mac(address, folder, uid, m[1]));
     const got = Buffer.from(m[3]);
     return want.length === got.length && timingSafeEqual(want, got) ? address : undefined;
+  }
+
+  /**
+   * A token that lets whoever holds it download `address`'s .mobileconfig until `expiresAt`,
+   * without the session cookie (a phone scanning a QR code has none). No password in it.
+   */
+  signSetupLink(address: string, expiresAt: number): string {
+    const exp = Math.floor(expiresAt / 1000).toString(36);
+    const who = Buffer.from(address).toString('base64url');
+    return `${exp}.${who}.${this.#setupMac(address, exp)}`;
+  }
+
+  /** The address a set-up token was made for, if it is genuine and unexpired. */
+  checkSetupLink(token: string): string | undefined {
+    const m = /^([0-9a-z]{1,12})\.([A-Za-z0-9_-]{1,400})\.([A-Za-z0-9_-]{43})$/.exec(token);
+    if (!m) return undefined;
+    if (parseInt(m[1], 36) * 1000 < this.#now()) return undefined;
+    const address = Buffer.from(m[2], 'base64url').toString();
+    // base64 decoding ignores stray bits: only the one spelling of the address is genuine.
+    if (Buffer.from(address).toString('base64url') !== m[2]) return undefined;
+    const want = Buffer.from(this.#setupMac(address, m[1]));
+    const got = Buffer.from(m[3]);
+    return want.length === got.length && timingSafeEqual(want, got) ? address : undefined;
+  }
+
+  #setupMac(address: string, exp: string): string {
+    return createHmac('sha256', this.#setupKey).update(`${address}\0${exp}`).digest('base64url');
   }
 
   #mac(address: string, folder: string, uid: number, exp: string): string {

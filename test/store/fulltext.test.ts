@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/core/log.ts';
 import { MailStore } from '../../src/store/mailboxes.ts';
@@ -146,6 +147,92 @@ describe('FullTextIndex', () => {
       }),
     ).toThrow('boom');
     expect(ix.indexedUids('INBOX', 1).size).toBe(0);
+  });
+
+  it('newestMatches: the newest N matches of all terms, highest UID first, and further down from a UID', () => {
+    const ix = openIndex();
+    for (let uid = 1; uid <= 30; uid++) {
+      ix.add('INBOX', 1, uid, { subject: `note ${uid}`, addresses: uid % 2 ? 'odd@example.org' : 'even@example.org', body: uid % 3 ? 'plain text' : 'the zanzibar plan' });
+    }
+    // Other folders and UIDVALIDITYs around it in the id space must not leak in.
+    ix.add('Archive', 1, 31, { subject: 'note', addresses: 'odd@example.org', body: 'zanzibar' });
+    ix.add('INBOX', 2, 7, { subject: 'note', addresses: 'odd@example.org', body: 'zanzibar' });
+    const body = [{ fields: ['body'] as const, text: 'zanzibar' }];
+    expect(ix.newestMatches('INBOX', 1, body, 4)).toEqual([30, 27, 24, 21]);
+    expect(ix.newestMatches('INBOX', 1, body, 4, 21)).toEqual([18, 15, 12, 9]);
+    expect(ix.newestMatches('INBOX', 1, body, 100, 9)).toEqual([6, 3]);
+    expect(ix.newestMatches('INBOX', 1, body, -1)).toEqual([30, 27, 24, 21, 18, 15, 12, 9, 6, 3]);
+    // Terms are ANDed; a term's fields are ORed (the phrase within one field).
+    const both = [
+      { fields: ['body'] as const, text: 'ZANZIBAR' },
+      { fields: ['addresses'] as const, text: 'odd@' },
+    ];
+    expect(ix.newestMatches('INBOX', 1, both, 10)).toEqual([27, 21, 15, 9, 3]);
+    expect(ix.newestMatches('INBOX', 1, [{ fields: ['subject', 'body'], text: 'note 1' }], 3)).toEqual([19, 18, 17]);
+    expect(ix.newestMatches('INBOX', 1, [{ fields: ['subject'], text: 'zanzibar' }], 10)).toEqual([]);
+    expect(ix.newestMatches('INBOX', 2, body, 10)).toEqual([7]);
+    expect(ix.newestMatches('Nope', 1, body, 10)).toEqual([]);
+    // Odd input is literal text here too.
+    expect(ix.newestMatches('INBOX', 1, [{ fields: ['body'], text: '"plan" OR *' }], 10)).toEqual([]);
+  });
+
+  it('indexedBetween: the UIDs held in a range, and which are indexed only in part', () => {
+    const ix = openIndex();
+    ix.add('INBOX', 1, 5, { subject: 'a', addresses: '', body: 'short' });
+    ix.add('INBOX', 1, 6, { subject: 'b', addresses: '', body: 'x'.repeat((4 << 20) + 10) });
+    ix.add('INBOX', 1, 9, { subject: 'c', addresses: '', body: 'short' });
+    ix.add('INBOX', 1, 0xffffffff, { subject: 'last', addresses: '', body: 'the highest UID there is' });
+    const between = (from: number, to: number, uidValidity = 1) => {
+      const got = ix.indexedBetween('INBOX', uidValidity, from, to);
+      return { uids: [...got.uids], partial: [...got.partial] };
+    };
+    expect(between(5, 9)).toEqual({ uids: [9, 6, 5], partial: [6] });
+    expect(between(6, 8)).toEqual({ uids: [6], partial: [6] });
+    expect(between(7, 8)).toEqual({ uids: [], partial: [] });
+    expect(between(10, 0xffffffff)).toEqual({ uids: [0xffffffff], partial: [] });
+    expect(between(9, 5)).toEqual({ uids: [], partial: [] });
+    expect(between(1, 100, 7)).toEqual({ uids: [], partial: [] });
+    // Every write moves the generation on (callers cache what they read against it).
+    const before = ix.generation;
+    ix.remove('INBOX', 1, [9]);
+    expect(ix.generation).toBeGreaterThan(before);
+    expect(between(5, 9)).toEqual({ uids: [6, 5], partial: [6] });
+    // A long body is always a candidate for body searches (the index saw only its start).
+    expect(sorted(ix.candidates('INBOX', 1, 'body', 'short'))).toEqual([5, 6]);
+    expect(ix.newestMatches('INBOX', 1, [{ fields: ['body'], text: 'highest uid' }], 5)).toEqual([0xffffffff]);
+  });
+
+  it('renaming keeps the documents under the new name; a failed transaction leaves no folder behind', () => {
+    const ix = openIndex();
+    seed(ix);
+    expect(ix.renameFolder('Archive', 'Old')).toBe(1);
+    expect(sorted(ix.candidates('Old', 1, 'body', 'opportunity'))).toEqual([1]);
+    expect(sorted(ix.candidates('Archive', 1, 'body', 'opportunity'))).toEqual([]);
+    expect(() =>
+      ix.transaction(() => {
+        ix.add('New', 1, 1, { subject: 'lost', addresses: '', body: '' });
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
+    // The folder made inside the failed transaction is not remembered: the next add makes it again.
+    ix.add('New', 1, 2, { subject: 'kept', addresses: '', body: '' });
+    ix.add('Other', 1, 3, { subject: 'other', addresses: '', body: '' });
+    expect(sorted(ix.indexedUids('New', 1))).toEqual([2]);
+    expect(sorted(ix.indexedUids('Other', 1))).toEqual([3]);
+    expect(sorted(ix.candidates('New', 1, 'subject', 'kept'))).toEqual([2]);
+  });
+
+  it('replaces an index of the older layout (version 1) with a new, empty one', () => {
+    const file = path.join(dir, FULLTEXT_FILE);
+    const old = new DatabaseSync(file);
+    old.exec('CREATE TABLE docs (id INTEGER PRIMARY KEY, folder TEXT, uidvalidity INTEGER, uid INTEGER, partial INTEGER); PRAGMA user_version = 1;');
+    old.close();
+    const ix = openIndex(file);
+    expect(ix.indexedUids('INBOX', 1).size).toBe(0);
+    ix.add('INBOX', 1, 1, { subject: 'new layout', addresses: '', body: '' });
+    expect(sorted(ix.candidates('INBOX', 1, 'subject', 'layout'))).toEqual([1]);
+    // Nothing kept aside: the old one was a cache.
+    expect(fs.readdirSync(dir).some((n) => n.includes('.broken-'))).toBe(false);
   });
 
   it('sets an unreadable file aside and starts afresh', () => {

@@ -228,7 +228,7 @@ describe('webmail folders and messages', () => {
     await h.deliver('alice@example.test', message({ subject: 'plan', id: '<a@x>' }));
     await h.deliver('alice@example.test', message({ subject: 'other', id: '<b@x>' }));
     await h.deliver('alice@example.test', message({ subject: 'Re: plan', id: '<c@x>', inReplyTo: '<a@x>', references: '<a@x>' }));
-    await h.deliver('alice@example.test', message({ subject: 'Re: Re: plan', id: '<d@x>', inReplyTo: '<c@x>' }));
+    await h.deliver('alice@example.test', message({ subject: 'Re: Re: plan', id: '<d@x>', inReplyTo: '<c@x>', body: 'Sounds good,\nsee you there.\n\nOn Mon, 2 Mar 2026, Carol wrote:\n> Hi Alice,\n> how are you?\n-- \nDave\n' }));
     const grouped = await list('/api/folders/INBOX/messages?threads=1');
     expect(grouped.total).toBe(2);
     expect(grouped.messages.map((m) => [m.subject, m.thread?.count])).toEqual([
@@ -237,6 +237,8 @@ describe('webmail folders and messages', () => {
     ]);
     const members = await list(`/api/folders/INBOX/messages?thread=${grouped.messages[0].thread!.id}`);
     expect(members.messages.map((m) => m.subject)).toEqual(['Re: Re: plan', 'Re: plan', 'plan']);
+    // Each member carries the start of its own text (not the quote, not the signature) for the collapsed view.
+    expect(members.messages.map((m) => m.snippet)).toEqual(['Sounds good, see you there.', 'Hi Alice, how are you?', 'Hi Alice, how are you?']);
     // The id stays as the conversation grows.
     await h.deliver('alice@example.test', message({ subject: 'Re: plan again', id: '<e@x>', references: '<a@x> <c@x>' }));
     const again = await list('/api/folders/INBOX/messages?threads=1');

@@ -16,14 +16,14 @@ export function launchChromium(): Promise<Browser> {
 export type WebmailHearth = Awaited<ReturnType<typeof startTestHearth>> & { setup: TestSetup; baseUrl: string };
 
 /** A hearth with SMTP, IMAP and the webmail listener on ephemeral loopback ports. */
-export async function startWebmailHearth(): Promise<WebmailHearth> {
+export async function startWebmailHearth(opts: { extraToml?: string } = {}): Promise<WebmailHearth> {
   const setup = await makeSetup({
     fsync: false,
     toml: `${ALL_LISTENERS}
 [listeners.http]
 listen = "127.0.0.1:0"
 tls = "plain"
-`,
+${opts.extraToml ?? ''}`,
   });
   const hearth = await startTestHearth(setup);
   if (!hearth.endpoints.some((e) => e.service === 'http')) {
@@ -53,6 +53,8 @@ export type SimpleMail = {
   date?: Date;
   messageId?: string;
   attachments?: Array<{ filename: string; contentType: string; content: string | Buffer }>;
+  /** Extra header fields (In-Reply-To, References for a conversation). */
+  headers?: Record<string, string>;
 };
 
 /** Build a message with nodemailer's composer and deliver it over SMTP. */

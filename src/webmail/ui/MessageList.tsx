@@ -14,6 +14,7 @@ import {
   folders,
   listError,
   listLoading,
+  listMore,
   listPartial,
   listRevision,
   listTotal,
@@ -238,7 +239,10 @@ export function MessageList(): JSX.Element {
     <section class="list" aria-label="Messages">
       <header class="list-head">
         <h2>{searchQuery.value ? `Search: ${searchQuery.value}` : folderLabel}</h2>
-        <span class="total">{total.toLocaleString('en')}</span>
+        <span class="total" title={listMore.value && searchQuery.value ? 'More matches are found as you scroll' : undefined}>
+          {total.toLocaleString('en')}
+          {listMore.value && searchQuery.value ? '+' : ''}
+        </span>
         <label class="toggle" title="Group messages by conversation">
           <input type="checkbox" checked={threads.value} onChange={(e) => setThreads(e.currentTarget.checked)} /> Conversations
         </label>

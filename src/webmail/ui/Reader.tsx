@@ -3,7 +3,7 @@
 // or allow-same-origin. Plain text is rendered as text nodes, with http(s)/mailto links only.
 import { useEffect, useState } from 'preact/hooks';
 import type { JSX } from 'preact';
-import type { Address, MessageView } from '../api-types.ts';
+import type { Address, MessageSummary, MessageView } from '../api-types.ts';
 import { api, apiUrl, folderPath } from './api.ts';
 import { Icon } from './icons.tsx';
 import { MoveMenu } from './MessageList.tsx';
@@ -17,13 +17,14 @@ import {
   navigate,
   notify,
   openError,
+  openThread,
   openUid,
   openView,
   setFlags,
   toggleFlag,
   viewSource,
 } from './state.ts';
-import { formatAddress, forwardDraft, humanSize, linkify, longDate, replyDraft } from './text.ts';
+import { displayName, formatAddress, forwardDraft, humanSize, linkify, longDate, replyDraft, shortDate } from './text.ts';
 import { me } from './state.ts';
 
 function Addresses(props: { label: string; list: Address[] }): JSX.Element | null {
@@ -130,6 +131,108 @@ function Body(props: { m: MessageView; folder: string }): JSX.Element {
   );
 }
 
+/** Headers, attachments and body of one message (the reader's, or one in a conversation). */
+function MessageCard(props: { m: MessageView; folder: string }): JSX.Element {
+  const { m, folder } = props;
+  const base = `${folderPath(folder)}/messages/${m.uid}`;
+  return (
+    <>
+      <div class="headers">
+        <Addresses label="From" list={m.from} />
+        <Addresses label="To" list={m.to} />
+        <Addresses label="Cc" list={m.cc} />
+        {m.replyTo.length > 0 && m.replyTo[0].address !== m.from[0]?.address ? <Addresses label="Reply-To" list={m.replyTo} /> : null}
+        <div class="hdr">
+          <span class="hdr-label">Date</span>
+          <span class="hdr-value">{longDate(m.date)}</span>
+        </div>
+      </div>
+      {m.attachments.filter((a) => !a.inline).length > 0 ? (
+        <ul class="attachments" aria-label="Attachments">
+          {m.attachments
+            .filter((a) => !a.inline)
+            .map((a) => (
+              <li key={a.part}>
+                <a class="attachment" href={apiUrl(`${base}/parts/${encodeURIComponent(a.part)}`)} download={a.filename || 'attachment'}>
+                  <Icon name="clip" size={15} />
+                  <span class="att-name">{a.filename || 'attachment'}</span>
+                  <span class="att-meta">
+                    {a.contentType} · {humanSize(a.size)}
+                  </span>
+                </a>
+                {/^(image\/|text\/plain$|application\/pdf$)/.test(a.contentType) ? (
+                  <a class="att-open" href={`${apiUrl(`${base}/parts/${encodeURIComponent(a.part)}`)}?inline=1`} target="_blank" rel="noopener noreferrer">
+                    Open
+                  </a>
+                ) : null}
+              </li>
+            ))}
+        </ul>
+      ) : null}
+      <Body m={m} folder={folder} />
+    </>
+  );
+}
+
+/**
+ * One message of a conversation: collapsed to a line (sender, snippet, date) that opens on a
+ * click, or open with its headers and body (fetched when first opened). The open message of the
+ * reader passes its view in, so flag changes show at once.
+ */
+function ConversationItem(props: { s: MessageSummary; folder: string; view?: MessageView; startOpen: boolean }): JSX.Element {
+  const { s, folder } = props;
+  const [open, setOpen] = useState(props.startOpen);
+  const [loaded, setLoaded] = useState<MessageView | null>(null);
+  const [error, setError] = useState('');
+  const view = props.view ?? loaded;
+  useEffect(() => {
+    if (!open || view) return;
+    api<MessageView>(`${folderPath(folder)}/messages/${s.uid}`)
+      .then((v) => {
+        setLoaded(v);
+        if (!v.flags.includes('\\Seen')) void setFlags([v.uid], ['\\Seen'], [], true);
+      })
+      .catch((err: unknown) => setError(err instanceof Error ? err.message : String(err)));
+  }, [open]);
+  const unread = !s.flags.includes('\\Seen');
+  if (!open) {
+    return (
+      <button class={`conv-item collapsed${unread ? ' unread' : ''}`} data-uid={s.uid} aria-expanded="false" onClick={() => setOpen(true)}>
+        <span class="conv-from">{displayName(s.from)}</span>
+        <span class="conv-snippet">{s.snippet ?? ''}</span>
+        <time class="conv-date" dateTime={new Date(s.date).toISOString()}>
+          {shortDate(s.date)}
+        </time>
+      </button>
+    );
+  }
+  return (
+    <article class="conv-item expanded" data-uid={s.uid} aria-label={`Message from ${displayName(s.from)}`}>
+      <button class="conv-head" aria-expanded="true" title="Collapse" onClick={() => setOpen(false)}>
+        <span class="conv-from">{displayName(s.from)}</span>
+        <time class="conv-date" dateTime={new Date(s.date).toISOString()}>
+          {longDate(s.date)}
+        </time>
+      </button>
+      {view ? <MessageCard m={view} folder={folder} /> : <p class="empty">{error || 'Loading…'}</p>}
+    </article>
+  );
+}
+
+/** The whole conversation, oldest first; the open (newest) message and unread ones start open. */
+function Conversation(props: { m: MessageView; members: MessageSummary[]; folder: string }): JSX.Element {
+  const { m, members, folder } = props;
+  return (
+    <div class="message conversation">
+      <h1 class="subject">{m.subject || '(no subject)'}</h1>
+      <p class="muted conv-count">{members.length} messages in this conversation</p>
+      {members.map((s) => (
+        <ConversationItem key={s.uid} s={s} folder={folder} view={s.uid === m.uid ? m : undefined} startOpen={s.uid === m.uid || !s.flags.includes('\\Seen')} />
+      ))}
+    </div>
+  );
+}
+
 export function Reader(props: { narrow: boolean }): JSX.Element {
   const m = openView.value;
   const folder = currentFolder.value;
@@ -156,7 +259,8 @@ export function Reader(props: { narrow: boolean }): JSX.Element {
   }
   const seen = m.flags.includes('\\Seen');
   const flagged = m.flags.includes('\\Flagged');
-  const base = `${folderPath(folder)}/messages/${m.uid}`;
+  const t = openThread.value;
+  const thread = t && t.uid === m.uid && t.members.length > 1 ? t : null;
   return (
     <section class="reader" aria-label="Message">
       <div class="toolbar" role="toolbar" aria-label="Message actions">
@@ -199,42 +303,14 @@ export function Reader(props: { narrow: boolean }): JSX.Element {
           <Icon name="code" /> <span class="lbl">Source</span>
         </button>
       </div>
-      <div class="message">
-        <h1 class="subject">{m.subject || '(no subject)'}</h1>
-        <div class="headers">
-          <Addresses label="From" list={m.from} />
-          <Addresses label="To" list={m.to} />
-          <Addresses label="Cc" list={m.cc} />
-          {m.replyTo.length > 0 && m.replyTo[0].address !== m.from[0]?.address ? <Addresses label="Reply-To" list={m.replyTo} /> : null}
-          <div class="hdr">
-            <span class="hdr-label">Date</span>
-            <span class="hdr-value">{longDate(m.date)}</span>
-          </div>
+      {thread ? (
+        <Conversation m={m} members={thread.members} folder={folder} />
+      ) : (
+        <div class="message">
+          <h1 class="subject">{m.subject || '(no subject)'}</h1>
+          <MessageCard m={m} folder={folder} />
         </div>
-        {m.attachments.filter((a) => !a.inline).length > 0 ? (
-          <ul class="attachments" aria-label="Attachments">
-            {m.attachments
-              .filter((a) => !a.inline)
-              .map((a) => (
-                <li key={a.part}>
-                  <a class="attachment" href={apiUrl(`${base}/parts/${encodeURIComponent(a.part)}`)} download={a.filename || 'attachment'}>
-                    <Icon name="clip" size={15} />
-                    <span class="att-name">{a.filename || 'attachment'}</span>
-                    <span class="att-meta">
-                      {a.contentType} · {humanSize(a.size)}
-                    </span>
-                  </a>
-                  {/^(image\/|text\/plain$|application\/pdf$)/.test(a.contentType) ? (
-                    <a class="att-open" href={`${apiUrl(`${base}/parts/${encodeURIComponent(a.part)}`)}?inline=1`} target="_blank" rel="noopener noreferrer">
-                      Open
-                    </a>
-                  ) : null}
-                </li>
-              ))}
-          </ul>
-        ) : null}
-        <Body m={m} folder={folder} />
-      </div>
+      )}
     </section>
   );
 }

@@ -3,7 +3,7 @@
 import { useState } from 'preact/hooks';
 import type { JSX } from 'preact';
 import { Icon, folderIcon } from './icons.tsx';
-import { createFolder, currentFolder, folders, moveTo, openFolder, searchQuery } from './state.ts';
+import { createFolder, currentFolder, folders, moveTo, openFolder, phoneOpen, searchQuery } from './state.ts';
 
 export const DRAG_TYPE = 'application/x-hearth-uids';
 
@@ -88,6 +88,9 @@ export function Sidebar(props: { onCompose: () => void }): JSX.Element {
           + New folder
         </button>
       )}
+      <button class="link phone-btn" onClick={() => (phoneOpen.value = true)} title="Add this account to an iPhone or iPad">
+        <Icon name="phone" size={15} /> Set up your phone
+      </button>
     </nav>
   );
 }

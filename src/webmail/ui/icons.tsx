@@ -24,6 +24,7 @@ const PATHS = {
   close: 'M6 6l12 12M18 6 6 18',
   code: 'M8 7l-5 5 5 5M16 7l5 5-5 5',
   threads: 'M4 5h12v8H8l-4 3zM20 9v10l-3-2h-7',
+  phone: 'M7 2h10v20H7zM11 18h2',
 } as const;
 
 export type IconName = keyof typeof PATHS;

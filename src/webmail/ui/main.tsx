@@ -5,7 +5,7 @@ import { render } from 'preact';
 import type { JSX } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { useSignal, useSignalEffect } from '@preact/signals';
-import type { Session } from '../api-types.ts';
+import type { PhoneSetup as PhoneSetupInfo, Session } from '../api-types.ts';
 import { api, session, unreachable } from './api.ts';
 import { Compose } from './Compose.tsx';
 import { Icon } from './icons.tsx';
@@ -26,6 +26,7 @@ import {
   navigate,
   openUid,
   openView,
+  phoneOpen,
   runSearch,
   searchQuery,
   selected,
@@ -194,6 +195,65 @@ function Help(): JSX.Element {
   );
 }
 
+/** A QR code a phone's camera opens: it downloads the Apple profile for this account (no password in it). */
+function PhoneSetup(): JSX.Element {
+  const [info, setInfo] = useState<PhoneSetupInfo | null>(null);
+  const [error, setError] = useState('');
+  const [now, setNow] = useState(Date.now());
+  const load = (): void => {
+    setError('');
+    api<PhoneSetupInfo>('client/phone-setup')
+      .then((i) => {
+        setInfo(i);
+        setNow(Date.now());
+      })
+      .catch((err: unknown) => setError(err instanceof Error ? err.message : String(err)));
+  };
+  useEffect(load, []);
+  // Tick so the panel notices when the link has expired.
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), 15_000);
+    return () => clearInterval(t);
+  }, []);
+  const expired = info != null && now >= info.expiresAt;
+  return (
+    <Overlay title="Set up your phone" onClose={() => (phoneOpen.value = false)}>
+      <div class="phone-setup">
+        <p>
+          Scan this code with the camera of your iPhone or iPad. It downloads a profile that adds <b>{session.value?.user}</b> to Mail; install it in Settings, where you are asked
+          for your password (it is not in the profile).
+        </p>
+        {error ? (
+          <p class="error" role="alert">
+            {error}
+          </p>
+        ) : null}
+        {info && !expired ? (
+          <>
+            {/* The SVG is drawn by our own server from the link; it carries no markup from mail. */}
+            <div class="qr" dangerouslySetInnerHTML={{ __html: info.svg }} />
+            <p class="muted">
+              Or open this link on the phone (it works until {new Date(info.expiresAt).toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-digit' })}):
+            </p>
+            <a class="setup-link" href={info.url}>
+              {info.url}
+            </a>
+          </>
+        ) : null}
+        {expired ? (
+          <p>
+            This code has expired. <button onClick={load}>Make a new one</button>
+          </p>
+        ) : null}
+        {!info && !error ? <p class="muted">Making a code…</p> : null}
+        <p class="muted">
+          On this device: <a href="/api/client/mobileconfig">download the profile</a>. Other mail apps find the settings by themselves from your address.
+        </p>
+      </div>
+    </Overlay>
+  );
+}
+
 function Source(props: { text: string }): JSX.Element {
   return (
     <Overlay title="Message source" wide onClose={() => (sourceText.value = null)}>
@@ -213,11 +273,12 @@ function onKey(e: KeyboardEvent): void {
   if (session.value == null) return;
   if (e.key === 'Escape') {
     if (helpOpen.value) helpOpen.value = false;
+    else if (phoneOpen.value) phoneOpen.value = false;
     else if (sourceText.value != null) sourceText.value = null;
     else if (selected.value.size) selected.value = new Set();
     return;
   }
-  if (compose.value || helpOpen.value || sourceText.value != null) return;
+  if (compose.value || helpOpen.value || phoneOpen.value || sourceText.value != null) return;
   const actions: Record<string, () => void> = {
     j: () => step(1),
     k: () => step(-1),
@@ -297,6 +358,7 @@ function Mail(): JSX.Element {
       ) : null}
       {compose.value ? <Compose key={compose.value.key} draft={compose.value} /> : null}
       {helpOpen.value ? <Help /> : null}
+      {phoneOpen.value ? <PhoneSetup /> : null}
       {sourceText.value != null ? <Source text={sourceText.value} /> : null}
     </div>
   );

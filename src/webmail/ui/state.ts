@@ -20,6 +20,8 @@ export const listLoading = signal(false);
 export const listError = signal('');
 /** The search ran out of time: the list holds the matches found so far. */
 export const listPartial = signal(false);
+/** The search stopped a page ahead: there may be more matches than listTotal (scrolling finds them). */
+export const listMore = signal(false);
 let rows = new Map<number, MessageSummary>();
 let pagesLoaded = new Set<number>();
 let pagesLoading = new Set<number>();
@@ -30,8 +32,12 @@ export const selected = signal<ReadonlySet<number>>(new Set());
 export const openUid = signal<number | null>(null);
 export const openView = signal<MessageView | null>(null);
 export const openError = signal('');
+/** The open message's conversation (threads on, 2+ messages), oldest first; null: just the message. */
+export const openThread = signal<{ id: string; uid: number; members: MessageSummary[] } | null>(null);
 export const showFolders = signal(false);
 export const helpOpen = signal(false);
+/** The "Set up your phone" panel (QR code of a .mobileconfig link). */
+export const phoneOpen = signal(false);
 export const sourceText = signal<string | null>(null);
 export const compose = signal<(Draft & { draftUid?: number; key: number }) | null>(null);
 export const toast = signal<{ text: string; error: boolean } | null>(null);
@@ -109,9 +115,11 @@ async function loadPage(page: number): Promise<void> {
       pagesLoaded.add(page);
       listError.value = '';
       listPartial.value = list.partial === true;
+      listMore.value = list.more === true;
       listLoading.value = false;
       listRevision.value++;
     });
+    void loadConversation();
   } catch (err) {
     if (gen !== generation) return;
     listLoading.value = false;
@@ -168,6 +176,8 @@ export function scheduleRefresh(): void {
 export function setThreads(on: boolean): void {
   threads.value = on;
   localStorage.setItem('hearth.threads', on ? '1' : '0');
+  if (!on) openThread.value = null;
+  conversationAsked = null;
   resetList();
 }
 
@@ -230,17 +240,45 @@ async function openMessage(uid: number | null): Promise<void> {
     openUid.value = uid;
     openView.value = null;
     openError.value = '';
+    openThread.value = null;
   });
+  conversationAsked = null;
   if (uid == null) return;
   const folder = currentFolder.value;
   try {
     const view = await api<MessageView>(`${folderPath(folder)}/messages/${uid}`);
     if (seq !== openSeq) return;
     openView.value = view;
+    void loadConversation();
     if (!view.flags.includes('\\Seen')) await setFlags([uid], ['\\Seen'], [], true);
   } catch (err) {
     if (seq !== openSeq) return;
     openError.value = err instanceof Error ? err.message : String(err);
+  }
+}
+
+/** The UID whose conversation was asked for, so list pages arriving later do not ask again. */
+let conversationAsked: number | null = null;
+
+/**
+ * With conversations on, the open message's whole conversation (its list row says which, once
+ * that row is loaded): shown oldest first, the older messages collapsed. Without one, or on
+ * failure, the reader just shows the message.
+ */
+async function loadConversation(): Promise<void> {
+  const uid = openUid.value;
+  if (uid == null || !threads.value || searchQuery.value || conversationAsked === uid || openView.value?.uid !== uid) return;
+  const t = rows.get(indexOfUid(uid))?.thread;
+  if (!t) return; // the row is not loaded yet: loadPage calls again
+  conversationAsked = uid;
+  if (t.count < 2) return;
+  const seq = openSeq;
+  try {
+    const list = await api<MessageList>(`${folderPath(currentFolder.value)}/messages?thread=${encodeURIComponent(t.id)}`);
+    if (seq !== openSeq) return;
+    openThread.value = { id: t.id, uid, members: list.messages.slice().reverse() };
+  } catch {
+    // the conversation went away meanwhile: the message alone is still right
   }
 }
 
@@ -281,6 +319,8 @@ function patchFlags(uids: number[], add: string[], remove: string[]): void {
   for (const [i, m] of rows) if (set.has(m.uid)) rows.set(i, { ...m, flags: apply(m.flags) });
   const v = openView.value;
   if (v && set.has(v.uid)) openView.value = { ...v, flags: apply(v.flags) };
+  const t = openThread.value;
+  if (t && t.members.some((m) => set.has(m.uid))) openThread.value = { ...t, members: t.members.map((m) => (set.has(m.uid) ? { ...m, flags: apply(m.flags) } : m)) };
   listRevision.value++;
 }
 
