@@ -2,8 +2,8 @@
 // of message-info.ts, always with CRLF line ends. A part that does not exist is empty, as Dovecot
 // and most servers answer, rather than an error that would fail the whole FETCH.
 import type { FetchSection } from './fetch-parse.ts';
-import { parseMime } from './message-info.ts';
-import type { MimePart } from './message-info.ts';
+import { parseMime } from '../store/mime.ts';
+import type { MimePart } from '../store/mime.ts';
 
 const LF = 0x0a;
 const CR = 0x0d;

@@ -1,7 +1,7 @@
 // What FETCH says about a message's content without sending it (RFC 3501 6.4.5, 7.4.2): ENVELOPE,
-// BODY and BODYSTRUCTURE, RFC822.SIZE, plus the decoded header text SEARCH and the webmail need.
-// A small MIME walker over the raw bytes (no decoding of bodies) builds the part tree, shared with
-// fetch-body.ts for BODY[section]. Output follows Dovecot's, so clients that were tested against
+// BODY and BODYSTRUCTURE, RFC822.SIZE, plus the decoded header text SEARCH and the webmail need,
+// from the part tree of ../store/mime.ts (also what fetch-body.ts cuts BODY[section] from).
+// Output follows Dovecot's, so clients that were tested against
 // it (Thunderbird, imapflow, mutt) read it the same way: lower-case types as written, the default
 // ("charset" "us-ascii") on text parts, "7bit" when the encoding is missing or not a token, and
 // sizes and line counts as if every line ended in CRLF (what the client receives).
@@ -11,6 +11,8 @@ import type { Logger } from '../core/log.ts';
 import type { WorkerPool } from '../core/workers.ts';
 import type { MessageRecord, UserMailboxes } from '../store/mailboxes.ts';
 import { formatList, nstring, quoteString } from './format.ts';
+import { countLines, firstHeader, parseMime, parseStructured, stripComments, TOKEN } from '../store/mime.ts';
+import type { MimeHeader, MimeParams, MimePart } from '../store/mime.ts';
 
 export type MessageSummary = {
   /** The ENVELOPE list, ready to write: `("date" "subject" ((from…)) … "in-reply-to" "message-id")`. */
@@ -31,283 +33,6 @@ export type MessageSummary = {
   fields: { from: string; to: string; cc: string; bcc: string; subject: string; messageId: string; inReplyTo: string; references: string };
   hasAttachments: boolean;
 };
-
-// --- the MIME tree ---
-
-export type MimeHeader = { name: string; value: string };
-export type MimeParams = Array<[string, string]>;
-
-/** One entity: offsets into the stored bytes, so BODY[section] can cut without re-parsing headers. */
-export type MimePart = {
-  /** First byte of the header block. */
-  start: number;
-  /** First byte after the blank line that ends the header (== end when there is no body). */
-  bodyStart: number;
-  /** End of the body: excludes the line break before the next boundary (RFC 2046 5.1.1). */
-  end: number;
-  headers: MimeHeader[];
-  /** Lower case; `text`/`plain` when missing or broken (RFC 2045 5.2). */
-  type: string;
-  subtype: string;
-  params: MimeParams;
-  /** Parts of a multipart (may be empty when no boundary was found). */
-  children: MimePart[];
-  /** The encapsulated message of a message/rfc822 (or message/global) part. */
-  message?: MimePart;
-};
-
-const LF = 0x0a;
-const CR = 0x0d;
-/** Deeper nesting is shown as a leaf: a hostile message must not blow the stack or the reply. */
-const MAX_DEPTH = 40;
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-/** Header bytes as text: UTF-8 when valid (RFC 6532), else Latin-1 so no byte is lost. */
-function headerText(bytes: Buffer): string {
-  try {
-    return utf8.decode(bytes);
-  } catch {
-    return bytes.toString('latin1');
-  }
-}
-
-/** End of the header block starting at `start` (after its blank line), bounded by `end`. */
-function headerEnd(buf: Buffer, start: number, end: number): number {
-  let pos = start;
-  while (pos < end) {
-    // An empty line (LF or CRLF) at `pos` ends the header.
-    if (buf[pos] === LF) return pos + 1;
-    if (buf[pos] === CR && pos + 1 < end && buf[pos + 1] === LF) return pos + 2;
-    const nl = buf.indexOf(LF, pos);
-    if (nl < 0 || nl >= end) return end;
-    pos = nl + 1;
-  }
-  return end;
-}
-
-/** Unfolded fields in order. Lines that are neither a field nor a continuation are skipped. */
-export function parseHeaders(block: Buffer): MimeHeader[] {
-  const out: MimeHeader[] = [];
-  const lines = headerText(block).split(/\r?\n/);
-  let cur: { name: string; parts: string[] } | undefined;
-  const flush = (): void => {
-    if (cur) out.push({ name: cur.name, value: cur.parts.join('').replace(/[\0\r\n]/g, '').trim() });
-    cur = undefined;
-  };
-  for (const line of lines) {
-    if (line === '') continue;
-    const c = line.charCodeAt(0);
-    if (c === 0x20 || c === 0x09) {
-      cur?.parts.push(line);
-      continue;
-    }
-    flush();
-    const colon = line.indexOf(':');
-    if (colon <= 0) continue;
-    const name = line.slice(0, colon).trim().toLowerCase();
-    if (name === '' || /[\s]/.test(name)) continue;
-    cur = { name, parts: [line.slice(colon + 1)] };
-  }
-  flush();
-  return out;
-}
-
-function first(headers: readonly MimeHeader[], name: string): string | undefined {
-  for (const h of headers) if (h.name === name) return h.value;
-  return undefined;
-}
-
-/** Remove RFC 5322 comments (nesting, quoted strings respected). */
-function stripComments(s: string): string {
-  if (!s.includes('(')) return s;
-  let out = '';
-  let depth = 0;
-  let quoted = false;
-  for (let i = 0; i < s.length; i++) {
-    const ch = s[i];
-    if (ch === '\\' && (quoted || depth > 0)) {
-      if (depth === 0) out += ch + (s[i + 1] ?? '');
-      i++;
-    } else if (quoted) {
-      out += ch;
-      if (ch === '"') quoted = false;
-    } else if (ch === '(') depth++;
-    else if (ch === ')' && depth > 0) depth--;
-    else if (depth === 0) {
-      if (ch === '"') quoted = true;
-      out += ch;
-    }
-  }
-  return out;
-}
-
-const TOKEN = /^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$/;
-
-/**
- * `value; a=b; c="d e"` (RFC 2045 5.1) into the leading value (lower case) and parameters (names
- * lower case). RFC 2231 continuations (`name*0`, `name*1*`) are joined; an extended value stays
- * in its `charset'lang'%xx` form under `name*`, as Dovecot leaves it for the client to decode.
- */
-export function parseStructured(raw: string): { value: string; params: MimeParams } {
-  const s = stripComments(raw);
-  const items: string[] = [];
-  let cur = '';
-  let quoted = false;
-  for (let i = 0; i < s.length; i++) {
-    const ch = s[i];
-    if (quoted) {
-      if (ch === '\\' && i + 1 < s.length) {
-        cur += '\\' + s[++i];
-        continue;
-      }
-      if (ch === '"') quoted = false;
-      cur += ch;
-    } else if (ch === '"') {
-      quoted = true;
-      cur += ch;
-    } else if (ch === ';') {
-      items.push(cur);
-      cur = '';
-    } else cur += ch;
-  }
-  items.push(cur);
-  const value = items[0].trim().toLowerCase();
-  const plain: MimeParams = [];
-  const continued = new Map<string, Array<{ n: number; ext: boolean; v: string }>>();
-  for (const item of items.slice(1)) {
-    const eq = item.indexOf('=');
-    if (eq <= 0) continue;
-    const name = item.slice(0, eq).trim().toLowerCase();
-    let v = item.slice(eq + 1).trim();
-    if (v.startsWith('"')) {
-      const close = v.lastIndexOf('"');
-      v = (close > 0 ? v.slice(1, close) : v.slice(1)).replace(/\\(.)/g, '$1');
-    }
-    if (name === '') continue;
-    const m = /^(.+?)\*(\d+)(\*?)$/.exec(name);
-    if (m) {
-      let list = continued.get(m[1]);
-      if (!list) {
-        list = [];
-        continued.set(m[1], list);
-        plain.push([m[1], '']); // keeps its place; filled below
-      }
-      list.push({ n: Number(m[2]), ext: m[3] === '*', v });
-    } else if (!plain.some(([k]) => k === name)) {
-      plain.push([name, v]);
-    }
-  }
-  const params: MimeParams = plain.map(([k, v]) => {
-    const list = continued.get(k);
-    if (!list) return [k, v];
-    list.sort((a, b) => a.n - b.n);
-    const ext = list[0].ext;
-    // Plain segments after an extended first one must not be percent-decoded by the client.
-    const joined = list.map((p) => (ext && !p.ext ? p.v.replace(/%/g, '%25') : p.v)).join('');
-    return [ext ? `${k}*` : k, joined];
-  });
-  return { value, params };
-}
-
-/** Count LFs and bare LFs (no CR before) in [start, end). */
-function countLines(buf: Buffer, start: number, end: number): { lines: number; bare: number } {
-  let lines = 0;
-  let bare = 0;
-  let pos = buf.indexOf(LF, start);
-  while (pos >= 0 && pos < end) {
-    lines++;
-    if (pos === start ? pos === 0 || buf[pos - 1] !== CR : buf[pos - 1] !== CR) bare++;
-    pos = buf.indexOf(LF, pos + 1);
-  }
-  return { lines, bare };
-}
-
-/**
- * Split a multipart body into its parts by `--boundary` lines (RFC 2046 5.1.1). The line break
- * before a delimiter belongs to the delimiter. A part left open at the end runs to the end.
- */
-function splitMultipart(buf: Buffer, start: number, end: number, boundary: string): Array<[number, number]> {
-  const delim = Buffer.from(`--${boundary}`, 'latin1');
-  const parts: Array<[number, number]> = [];
-  let partStart = -1;
-  let pos = start;
-  while (pos < end) {
-    const idx = buf.indexOf(delim, pos);
-    if (idx < 0 || idx + delim.length > end) break;
-    if (idx !== start && buf[idx - 1] !== LF) {
-      pos = idx + 1;
-      continue;
-    }
-    let after = idx + delim.length;
-    const close = after + 1 < end && buf[after] === 0x2d && buf[after + 1] === 0x2d;
-    if (close) after += 2;
-    // Only transport padding may follow the delimiter; "--foo2" is not a "--foo" line.
-    let eol = after;
-    while (eol < end && (buf[eol] === 0x20 || buf[eol] === 0x09 || buf[eol] === CR)) eol++;
-    if (eol < end && buf[eol] !== LF) {
-      pos = idx + 1;
-      continue;
-    }
-    if (partStart >= 0) {
-      let partEnd = idx;
-      if (partEnd > partStart && buf[partEnd - 1] === LF) partEnd--;
-      if (partEnd > partStart && buf[partEnd - 1] === CR) partEnd--;
-      parts.push([partStart, partEnd]);
-    }
-    if (close) return parts;
-    partStart = eol < end ? eol + 1 : end;
-    pos = partStart;
-  }
-  if (partStart >= 0) parts.push([partStart, end]);
-  return parts;
-}
-
-/** Parse the entity in [start, end) and, below it, its parts and encapsulated messages. */
-export function parseMime(buf: Buffer, start = 0, end = buf.length, defaultType: 'text/plain' | 'message/rfc822' = 'text/plain', depth = 0): MimePart {
-  const bodyStart = headerEnd(buf, start, end);
-  const headers = parseHeaders(buf.subarray(start, bodyStart));
-  let type = defaultType.split('/')[0];
-  let subtype = defaultType.split('/')[1];
-  let params: MimeParams = [];
-  const ct = first(headers, 'content-type');
-  if (ct !== undefined) {
-    const parsed = parseStructured(ct);
-    const slash = parsed.value.indexOf('/');
-    const t = slash > 0 ? parsed.value.slice(0, slash).trim() : '';
-    const st = slash > 0 ? parsed.value.slice(slash + 1).trim() : '';
-    if (TOKEN.test(t) && TOKEN.test(st)) {
-      type = t;
-      subtype = st;
-      params = parsed.params;
-    } else {
-      // RFC 2045 5.2: an unreadable Content-Type means text/plain; us-ascii.
-      type = 'text';
-      subtype = 'plain';
-    }
-  }
-  const part: MimePart = { start, bodyStart, end, headers, type, subtype, params, children: [] };
-  if (depth >= MAX_DEPTH) {
-    if (type === 'multipart' || type === 'message') {
-      part.type = 'application';
-      part.subtype = 'octet-stream';
-      part.params = [];
-    }
-    return part;
-  }
-  if (type === 'multipart') {
-    const boundary = params.find(([k]) => k === 'boundary')?.[1];
-    if (boundary) {
-      const childDefault = subtype === 'digest' ? 'message/rfc822' : 'text/plain';
-      for (const [s, e] of splitMultipart(buf, bodyStart, end, boundary)) part.children.push(parseMime(buf, s, e, childDefault, depth + 1));
-    }
-  } else if (type === 'message' && (subtype === 'rfc822' || subtype === 'global')) {
-    part.message = parseMime(buf, bodyStart, end, 'text/plain', depth + 1);
-  }
-  return part;
-}
-
-// --- ENVELOPE ---
 
 export type ImapAddress = { name: string | null; adl: string | null; mailbox: string | null; host: string | null };
 
@@ -461,7 +186,7 @@ function formatAddresses(list: readonly ImapAddress[] | undefined): string {
 
 export function formatEnvelope(headers: readonly MimeHeader[]): string {
   const addrs = (name: string): ImapAddress[] | undefined => {
-    const v = first(headers, name);
+    const v = firstHeader(headers, name);
     if (v === undefined) return undefined;
     const list = parseAddressList(v);
     return list.length > 0 ? list : undefined;
@@ -471,16 +196,16 @@ export function formatEnvelope(headers: readonly MimeHeader[]): string {
   const sender = addrs('sender') ?? from;
   const replyTo = addrs('reply-to') ?? from;
   return formatList([
-    nstring(first(headers, 'date')),
-    nstring(first(headers, 'subject')),
+    nstring(firstHeader(headers, 'date')),
+    nstring(firstHeader(headers, 'subject')),
     formatAddresses(from),
     formatAddresses(sender),
     formatAddresses(replyTo),
     formatAddresses(addrs('to')),
     formatAddresses(addrs('cc')),
     formatAddresses(addrs('bcc')),
-    nstring(first(headers, 'in-reply-to')),
-    nstring(first(headers, 'message-id')),
+    nstring(firstHeader(headers, 'in-reply-to')),
+    nstring(firstHeader(headers, 'message-id')),
   ]);
 }
 
@@ -492,7 +217,7 @@ function formatParams(params: MimeParams): string {
 }
 
 function formatDisposition(part: MimePart): string {
-  const raw = first(part.headers, 'content-disposition');
+  const raw = firstHeader(part.headers, 'content-disposition');
   if (raw === undefined) return 'NIL';
   const d = parseStructured(raw);
   if (!TOKEN.test(d.value)) return 'NIL';
@@ -500,7 +225,7 @@ function formatDisposition(part: MimePart): string {
 }
 
 function formatLanguage(part: MimePart): string {
-  const raw = first(part.headers, 'content-language');
+  const raw = firstHeader(part.headers, 'content-language');
   if (raw === undefined) return 'NIL';
   const langs = stripComments(raw)
     .split(/[\s,]+/)
@@ -509,7 +234,7 @@ function formatLanguage(part: MimePart): string {
 }
 
 function encodingOf(part: MimePart): string {
-  const raw = first(part.headers, 'content-transfer-encoding');
+  const raw = firstHeader(part.headers, 'content-transfer-encoding');
   const v = raw === undefined ? '' : stripComments(raw).trim().toLowerCase();
   return TOKEN.test(v) ? v : '7bit';
 }
@@ -520,7 +245,7 @@ export function formatBodyStructure(buf: Buffer, part: MimePart, extended: boole
   if (part.type === 'multipart') {
     const kids = part.children.length > 0 ? part.children.map((c) => `(${formatBodyStructure(buf, c, extended)})`).join('') : `(${EMPTY_PART}${extended ? ' NIL NIL NIL NIL' : ''})`;
     let s = `${kids} ${quoteString(part.subtype)}`;
-    if (extended) s += ` ${formatParams(part.params)} ${formatDisposition(part)} ${formatLanguage(part)} ${nstring(first(part.headers, 'content-location'))}`;
+    if (extended) s += ` ${formatParams(part.params)} ${formatDisposition(part)} ${formatLanguage(part)} ${nstring(firstHeader(part.headers, 'content-location'))}`;
     return s;
   }
   const text = part.type === 'text';
@@ -532,8 +257,8 @@ export function formatBodyStructure(buf: Buffer, part: MimePart, extended: boole
     quoteString(part.type),
     quoteString(part.subtype),
     formatParams(params),
-    nstring(first(part.headers, 'content-id')),
-    nstring(first(part.headers, 'content-description')),
+    nstring(firstHeader(part.headers, 'content-id')),
+    nstring(firstHeader(part.headers, 'content-description')),
     quoteString(encodingOf(part)),
     String(size),
   ];
@@ -541,13 +266,13 @@ export function formatBodyStructure(buf: Buffer, part: MimePart, extended: boole
   else if (part.message) {
     fields.push(formatEnvelope(part.message.headers), `(${formatBodyStructure(buf, part.message, extended)})`, String(lines));
   }
-  if (extended) fields.push(nstring(first(part.headers, 'content-md5')), formatDisposition(part), formatLanguage(part), nstring(first(part.headers, 'content-location')));
+  if (extended) fields.push(nstring(firstHeader(part.headers, 'content-md5')), formatDisposition(part), formatLanguage(part), nstring(firstHeader(part.headers, 'content-location')));
   return fields.join(' ');
 }
 
 function hasAttachment(part: MimePart): boolean {
   if (part.type === 'multipart') return part.children.some(hasAttachment);
-  const disp = first(part.headers, 'content-disposition');
+  const disp = firstHeader(part.headers, 'content-disposition');
   const d = disp === undefined ? undefined : parseStructured(disp);
   if (d?.value === 'attachment') return true;
   if (d?.value === 'inline') return false;
@@ -570,7 +295,7 @@ export function summarizeMessage(raw: Buffer): MessageSummary {
   const root = parseMime(raw);
   const h = root.headers;
   const total = countLines(raw, 0, raw.length);
-  const dateHeader = first(h, 'date');
+  const dateHeader = firstHeader(h, 'date');
   const sent = dateHeader === undefined ? NaN : Date.parse(dateHeader.replace(/\s+\(.*\)\s*$/, ''));
   return {
     envelope: formatEnvelope(h),
@@ -581,14 +306,14 @@ export function summarizeMessage(raw: Buffer): MessageSummary {
     headerBytes: root.bodyStart,
     sentDate: Number.isFinite(sent) ? sent : null,
     fields: {
-      from: decode(first(h, 'from')),
-      to: decode(first(h, 'to')),
-      cc: decode(first(h, 'cc')),
-      bcc: decode(first(h, 'bcc')),
-      subject: decode(first(h, 'subject')),
-      messageId: first(h, 'message-id') ?? '',
-      inReplyTo: first(h, 'in-reply-to') ?? '',
-      references: first(h, 'references') ?? '',
+      from: decode(firstHeader(h, 'from')),
+      to: decode(firstHeader(h, 'to')),
+      cc: decode(firstHeader(h, 'cc')),
+      bcc: decode(firstHeader(h, 'bcc')),
+      subject: decode(firstHeader(h, 'subject')),
+      messageId: firstHeader(h, 'message-id') ?? '',
+      inReplyTo: firstHeader(h, 'in-reply-to') ?? '',
+      references: firstHeader(h, 'references') ?? '',
     },
     hasAttachments: hasAttachment(root),
   };

@@ -8,8 +8,8 @@ import { decode as decodeCharset } from 'libmime/lib/charset.js';
 import { decode as decodeQp } from 'libqp';
 import { decode as decodeBase64 } from 'libbase64';
 import addressparser from 'nodemailer/lib/addressparser';
-import { parseMime } from '../imap/message-info.ts';
-import type { MimeHeader, MimePart } from '../imap/message-info.ts';
+import { parseMime } from '../store/mime.ts';
+import type { MimeHeader, MimePart } from '../store/mime.ts';
 import { htmlToText } from '../store/fulltext.ts';
 import type { Address, Attachment } from './api-types.ts';
 
