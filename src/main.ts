@@ -226,7 +226,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
         mxPort: config.relay.mx_port,
         requireTls: config.relay.require_tls,
         smarthost: await smarthostTarget(loaded),
-      }),
+      })),
       // Bounces come from <>, so they never bounce themselves (no loops).
       bounce: async ({ to: addressed, raw }) => {
         // A DSN about forwarded mail comes to our SRS sender address: it goes to the original sender.
@@ -447,11 +447,12 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
 
 /** Inbound trust (issue 6): sender authentication, abuse limits, greylisting, DNSBL, from config. */
 function inboundTrust(loaded: LoadedConfig): InboundTrustOptions {
-  const { inbound, greylist, dnsbl, dns } = loaded.config;
+  const { inbound, greylist, dnsbl, dns, rspamd } = loaded.config;
   return {
     checkLoopback: inbound.check_loopback,
     dnsServers: dns.servers,
     dnsTimeoutMs: inbound.dns_timeout,
+    dnsCache: { maxEntries: dns.cache_size, maxTtlMs: dns.cache_max_ttl, negativeTtlMs: dns.cache_negative_ttl },
     auth: inbound.authentication
       ? {
           dnsDeadlineMs: inbound.dns_deadline,
@@ -462,6 +463,7 @@ function inboundTrust(loaded: LoadedConfig): InboundTrustOptions {
           junkFolder: inbound.junk_folder,
           spoolMemoryBytes: inbound.spool_memory,
           spoolDir: join(loaded.dataDir, '.inbound-spool'),
+          worker: true,
         }
       : undefined,
     limits: {
@@ -474,6 +476,9 @@ function inboundTrust(loaded: LoadedConfig): InboundTrustOptions {
       ? { file: join(loaded.dataDir, 'greylist.json'), delayMs: greylist.delay, retryWindowMs: greylist.retry_window, expireMs: greylist.expire }
       : undefined,
     dnsbl: dnsbl.zones.length ? { zones: dnsbl.zones, timeoutMs: dnsbl.timeout } : undefined,
+    rspamd: rspamd.url
+      ? { url: rspamd.url, timeoutMs: rspamd.timeout, password: rspamd.password, reject: rspamd.reject, softReject: rspamd.soft_reject, junkScore: rspamd.junk_score, spoolDir: join(loaded.dataDir, '.inbound-spool') }
+      : undefined,
   };
 }
 

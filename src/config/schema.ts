@@ -108,6 +108,24 @@ const dnsblSection = z
     timeout: duration.prefault('2s'),
   })
   .prefault({});
+
+/** rspamd's HTTP API as a second opinion on inbound mail (src/smtp/rspamd.ts); off without a url. */
+const rspamdSection = z
+  .strictObject({
+    /** rspamd's normal worker, e.g. "http://127.0.0.1:11333"; empty: rspamd is not asked. */
+    url: z.union([z.literal(''), z.url({ protocol: /^https?$/ })]).default(''),
+    /** For the whole scan; past it the message is accepted without rspamd's verdict. */
+    timeout: duration.prefault('5s'),
+    /** Sent as rspamd's Password header, if set. */
+    password: z.string().optional(),
+    /** Refuse mail rspamd says to reject (550 5.7.1); false: it goes to Junk. */
+    reject: z.boolean().default(true),
+    /** Defer mail rspamd says to soft-reject (451 4.7.1); false: accepted. */
+    soft_reject: z.boolean().default(true),
+    /** Junk anything scoring at least this, whatever rspamd's action; unset: the action decides. */
+    junk_score: z.number().optional(),
+  })
+  .prefault({});
 // --- end of inbound trust ------------------------------------------------------------------
 
 // --- Routing (issue 6): plus-addressing, forwarding with SRS, loop protection, vacation ------
@@ -303,6 +321,12 @@ export const ConfigSchema = z.strictObject({
       /** Resolvers as "ip" or "ip:port"; empty = the system's. */
       servers: z.array(z.string()).default([]),
       timeout: duration.prefault('10s'),
+      /** Answers the inbound checks (SPF, DKIM, DMARC, ARC, DNSBL) keep in memory; 0 turns the cache off. */
+      cache_size: z.number().int().min(0).default(10_000),
+      /** Longest an answer is kept (A/AAAA: their TTL, if shorter; node:dns reports no TTL for TXT/MX/PTR). */
+      cache_max_ttl: duration.prefault('5m'),
+      /** How long "no such name / no such record" is remembered (RFC 2308 negative caching). */
+      cache_negative_ttl: duration.prefault('1m'),
     })
     .prefault({}),
   junk: z
@@ -316,6 +340,7 @@ export const ConfigSchema = z.strictObject({
   inbound: inboundSection,
   greylist: greylistSection,
   dnsbl: dnsblSection,
+  rspamd: rspamdSection,
   // routing (issue 6): section defined above
   routing: routingSection,
   // gathering (issue 7): section defined above

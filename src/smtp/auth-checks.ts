@@ -16,6 +16,7 @@ import { arc, dkimVerify, dmarc, spf } from 'mailauth';
 import type { ARCData, ARCResult, DKIMVerifyResult, DMARCResult, SPFResult } from 'mailauth';
 import { HearthError } from '../core/errors.ts';
 import { plainIp } from './client-address.ts';
+import type { DnsResolver } from './dns-cache.ts';
 
 /** Answers that mean "this does not exist": mailauth turns them into none/neutral/void. */
 const NONEXISTENT = new Set(['ENOTFOUND', 'ENODATA', 'EBADNAME', 'ENONAME']);
@@ -37,11 +38,11 @@ export class DnsBudget {
   lookups = 0;
   /** Set when a lookup for SPF (MAIL FROM), DKIM or DMARC failed temporarily. */
   tempFailure: string | undefined;
-  readonly #resolver: dnsPromises.Resolver;
+  readonly #resolver: DnsResolver;
   readonly #deadline: number;
   readonly #maxLookups: number;
 
-  constructor(resolver: dnsPromises.Resolver, deadlineMs: number, maxLookups: number) {
+  constructor(resolver: DnsResolver, deadlineMs: number, maxLookups: number) {
     this.#resolver = resolver;
     this.#deadline = performance.now() + deadlineMs;
     this.#maxLookups = maxLookups;
@@ -69,8 +70,7 @@ export class DnsBudget {
       timer = setTimeout(() => reject(budgetError('ETIMEOUT', 'per-message DNS deadline passed')), remaining);
     });
     try {
-      const resolve = this.#resolver.resolve as (name: string, rrtype: string) => Promise<unknown>;
-      return await Promise.race([resolve.call(this.#resolver, name, rrtype), deadline]);
+      return await Promise.race([this.#resolver.resolve(name, rrtype), deadline]);
     } finally {
       clearTimeout(timer);
     }
@@ -85,7 +85,8 @@ function budgetError(code: string, message: string): DnsBudgetError {
 export type SenderAuthOptions = {
   /** Our authserv-id (RFC 8601 2.5): the configured hostname. */
   hostname: string;
-  resolver: dnsPromises.Resolver;
+  /** node:dns's Resolver, or a DnsCache in front of one. */
+  resolver: DnsResolver;
   deadlineMs: number;
   maxLookups: number;
   /** Refuse DMARC p=reject failures (550 5.7.1). */

@@ -2,13 +2,13 @@
 // zones? Queries for all zones run in parallel under one timeout; a zone that does not answer
 // in time, or answers with an error, counts as "not listed", so a slow blocklist never blocks
 // mail. Answers are cached briefly, per client and zone.
-import type { promises as dnsPromises } from 'node:dns';
 import type { Logger } from '../core/log.ts';
 import { reversedForDnsbl } from './client-address.ts';
+import type { DnsResolver } from './dns-cache.ts';
 
 export type DnsblOptions = {
   zones: string[];
-  resolver: dnsPromises.Resolver;
+  resolver: DnsResolver;
   /** For all zones together, per client. */
   timeoutMs: number;
   log: Logger;

@@ -18,8 +18,11 @@ import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Logger } from '../core/log.ts';
 import { SenderAuthenticator, headerEnd, makeResolver, stripOwnAuthResults, withoutOwnAuthResults } from './auth-checks.ts';
 import type { AuthOutcome } from './auth-checks.ts';
+import { AuthCheckWorker } from './auth-worker.ts';
 import { plainIp } from './client-address.ts';
 import { DataGuard } from './data-guard.ts';
+import { DnsCache } from './dns-cache.ts';
+import type { DnsCacheOptions, DnsResolver } from './dns-cache.ts';
 import { peekHeader } from './forwarding.ts';
 import type { Forwarder, ForwardGroup } from './forwarding.ts';
 import type { VacationResponder } from './vacation.ts';
@@ -30,6 +33,8 @@ import type { MailboxRef, SmtpListenerOptions, Transaction } from './listener.ts
 import { AbuseLimits } from './rate-limits.ts';
 import { smtpError } from './replies.ts';
 import { MessageSpool } from './spool.ts';
+import { RspamdClient, SPAM_FIELDS, withoutFields } from './rspamd.ts';
+import type { RspamdOptions, RspamdVerdict } from './rspamd.ts';
 import { isSrsLocalPart } from './srs.ts';
 
 export { splitAddress } from './listener.ts';
@@ -58,6 +63,8 @@ export type InboundTrustOptions = {
   dnsServers: string[];
   /** Per DNS query. */
   dnsTimeoutMs: number;
+  /** One answer cache for SPF, DKIM, DMARC, ARC and DNSBL; absent: every check asks the resolver. */
+  dnsCache?: DnsCacheOptions;
   /** SPF/DKIM/DMARC/ARC; absent: not checked. */
   auth?: {
     dnsDeadlineMs: number;
@@ -71,10 +78,14 @@ export type InboundTrustOptions = {
     spoolMemoryBytes: number;
     spoolDir: string;
     random?: () => number;
+    /** Run the checks in a worker thread, off the event loop (not with `random`). */
+    worker?: boolean;
   };
   limits: { connectionsPerMinute: number; messagesPerMinute: number; maxFailedRcpts: number; failedRcptWindowMs: number };
   greylist?: { file: string; delayMs: number; retryWindowMs: number; expireMs: number };
   dnsbl?: { zones: string[]; timeoutMs: number };
+  /** rspamd's verdict too (config [rspamd]); `spoolDir` holds big messages while it scans them. */
+  rspamd?: Omit<RspamdOptions, 'log'> & { spoolDir: string };
   clock?: () => number;
 };
 
@@ -134,7 +145,8 @@ class MxPolicy {
   readonly #limits: AbuseLimits | undefined;
   readonly #greylist: Greylist | undefined;
   readonly #dnsbl: Dnsbl | undefined;
-  readonly #auth: SenderAuthenticator | undefined;
+  readonly #auth: SenderAuthenticator | AuthCheckWorker | undefined;
+  readonly #rspamd: RspamdClient | undefined;
 
   constructor(opts: InboundOptions) {
     this.#opts = opts;
@@ -145,12 +157,20 @@ class MxPolicy {
     const clock = trust.clock;
     this.#limits = new AbuseLimits({ ...trust.limits, clock });
     const needsDns = Boolean(trust.auth || trust.dnsbl?.zones.length);
-    const resolver = needsDns ? makeResolver(trust.dnsServers, trust.dnsTimeoutMs) : undefined;
+    let resolver: DnsResolver | undefined;
+    if (needsDns) {
+      const direct = makeResolver(trust.dnsServers, trust.dnsTimeoutMs);
+      resolver = trust.dnsCache && trust.dnsCache.maxEntries > 0 ? new DnsCache(direct, trust.dnsCache) : direct;
+    }
+    if (trust.rspamd) {
+      this.#rspamd = new RspamdClient({ ...trust.rspamd, log: opts.log.child({ part: 'rspamd' }) });
+      if (!trust.auth) void MessageSpool.sweep(trust.rspamd.spoolDir).then((n) => n && this.#log.info({ removed: n }, 'removed stale inbound spool files'));
+    }
     if (trust.greylist) this.#greylist = new Greylist({ ...trust.greylist, log: opts.log.child({ part: 'greylist' }), clock });
     if (trust.dnsbl?.zones.length && resolver) this.#dnsbl = new Dnsbl({ ...trust.dnsbl, resolver, log: opts.log.child({ part: 'dnsbl' }), clock });
     if (trust.auth && resolver) {
       const a = trust.auth;
-      this.#auth = new SenderAuthenticator({
+      const authOpts = {
         hostname: opts.hostname,
         resolver,
         deadlineMs: a.dnsDeadlineMs,
@@ -159,7 +179,8 @@ class MxPolicy {
         dmarcQuarantine: a.dmarcQuarantine,
         rejectSpfFail: a.rejectSpfFail,
         random: a.random,
-      });
+      };
+      this.#auth = a.worker && !a.random ? new AuthCheckWorker(authOpts, opts.log.child({ part: 'auth-worker' })) : new SenderAuthenticator(authOpts);
       void MessageSpool.sweep(a.spoolDir).then((n) => n && this.#log.info({ removed: n }, 'removed stale inbound spool files'));
     }
   }
@@ -185,6 +206,7 @@ class MxPolicy {
 
   async close(): Promise<void> {
     await this.#greylist?.flush();
+    if (this.#auth instanceof AuthCheckWorker) await this.#auth.close();
   }
 
   mailFrom(_address: string, session: SMTPServerSession): void {
@@ -289,8 +311,14 @@ class MxPolicy {
    * The forwarding step, after the sender checks and the local copies: queue the forwarded
    * copies (durable before the 250). Mail the checks put into Junk is not passed on.
    */
-  async #forward(groups: ForwardGroup[], session: SMTPServerSession, sender: string, localCount: number, msg: { trace: string; head: Buffer; body: () => AsyncIterable<Uint8Array>; verdict?: AuthOutcome }): Promise<number> {
+  async #forward(groups: ForwardGroup[], session: SMTPServerSession, sender: string, localCount: number, msg: { trace: string; head: Buffer; body: () => AsyncIterable<Uint8Array>; verdict?: AuthOutcome; spam?: boolean }): Promise<number> {
     if (groups.length === 0) return 0;
+    if (msg.spam) {
+      // Passing spam on would only spoil this server's name with the forwarding targets.
+      this.#log.info({ cid: session.id, from: sender, rcpts: groups.map((g) => g.rcpt) }, 'rspamd: spam, not forwarded');
+      if (localCount === 0) throw smtpError(550, '5.7.1 Message refused as spam; not forwarded');
+      return 0;
+    }
     if (msg.verdict?.action === 'junk') {
       this.#log.info({ cid: session.id, from: sender, rcpts: groups.map((g) => g.rcpt) }, 'DMARC quarantine: not forwarded');
       if (localCount === 0) throw smtpError(550, '5.7.1 Message quarantined by the sender domain\'s DMARC policy; not forwarded');
@@ -358,7 +386,7 @@ class MxPolicy {
     }
     const forwards = forwardGroups(tx.rcpts);
     let forwarded = 0;
-    if (!this.#auth || !a || !this.#checked(session)) {
+    if ((!this.#auth && !this.#rspamd) || !this.#checked(session)) {
       // Unchecked: stream straight to the store; only forged results in our name are dropped.
       if (forwards.length === 0) {
         await this.#opts.store.deliver(targets, prepend(Buffer.from(header, 'utf8'), withoutOwnAuthResults(data, hostname)));
@@ -373,39 +401,66 @@ class MxPolicy {
         }
       }
     } else {
-      const spool = await MessageSpool.collect(data, { memoryBytes: a.spoolMemoryBytes, dir: a.spoolDir });
+      const spoolAt = a ? { memoryBytes: a.spoolMemoryBytes, dir: a.spoolDir } : { memoryBytes: 1024 * 1024, dir: this.#trust!.rspamd!.spoolDir };
+      const spool = await MessageSpool.collect(data, spoolAt);
+      const junkFolder = a?.junkFolder ?? 'Junk';
       try {
-        verdict = await this.#auth.check({
-          message: spool.onDisk ? () => spool.read() : spool.prefix,
-          ip: session.remoteAddress,
-          helo: session.hostNameAppearsAs || '',
-          sender,
-        });
-        const log = { cid: session.id, peer: session.remoteAddress, from: sender, spf: verdict.spf, helo: verdict.helo, dkim: verdict.dkim, dmarc: verdict.dmarc, arc: verdict.arc, policy: verdict.policy, lookups: verdict.lookups, checkMs: verdict.ms };
-        if (verdict.action === 'defer') {
-          this.#log.warn({ ...log, reply: verdict.reply }, 'sender checks failed temporarily; deferred');
-          throw smtpError(451, verdict.reply!);
+        if (this.#auth) {
+          verdict = await this.#auth.check({
+            message: spool.onDisk ? () => spool.read() : spool.prefix,
+            ip: session.remoteAddress,
+            helo: session.hostNameAppearsAs || '',
+            sender,
+          });
+          const log = { cid: session.id, peer: session.remoteAddress, from: sender, spf: verdict.spf, helo: verdict.helo, dkim: verdict.dkim, dmarc: verdict.dmarc, arc: verdict.arc, policy: verdict.policy, lookups: verdict.lookups, checkMs: verdict.ms };
+          if (verdict.action === 'defer') {
+            this.#log.warn({ ...log, reply: verdict.reply }, 'sender checks failed temporarily; deferred');
+            throw smtpError(451, verdict.reply!);
+          }
+          if (verdict.action === 'reject') {
+            this.#log.info({ ...log, reply: verdict.reply }, 'message refused by sender checks');
+            throw smtpError(550, verdict.reply!);
+          }
+          if (verdict.action === 'junk') this.#log.info(log, 'DMARC failure with quarantine policy: delivering into Junk');
+          else this.#log.debug(log, 'sender checks');
         }
-        if (verdict.action === 'reject') {
-          this.#log.info({ ...log, reply: verdict.reply }, 'message refused by sender checks');
-          throw smtpError(550, verdict.reply!);
+        let spam: RspamdVerdict | undefined;
+        if (this.#rspamd) {
+          spam = await this.#rspamd.check(spool.onDisk ? () => spool.read() : spool.prefix, spool.size, {
+            ip: session.remoteAddress,
+            helo: session.hostNameAppearsAs || '',
+            sender,
+            rcpts: tx.rcpts.map((r) => r.address),
+            user: session.user ? String(session.user) : undefined,
+            queueId: session.id,
+            hostname,
+          });
+          const log = { cid: session.id, peer: session.remoteAddress, from: sender, action: spam?.action, score: spam?.score, symbols: spam?.symbols.slice(0, 5), rspamdMs: spam?.ms };
+          if (spam?.decision === 'reject') {
+            this.#log.info({ ...log, reply: spam.reply }, 'rspamd: refused');
+            throw smtpError(550, spam.reply!);
+          }
+          if (spam?.decision === 'defer') {
+            this.#log.info({ ...log, reply: spam.reply }, 'rspamd: deferred (soft reject)');
+            throw smtpError(451, spam.reply!);
+          }
+          if (spam?.decision === 'junk') this.#log.info(log, 'rspamd: spam, delivering into Junk');
+          else if (spam) this.#log.debug(log, 'rspamd');
         }
-        if (verdict.action === 'junk') {
-          this.#log.info(log, 'DMARC failure with quarantine policy: delivering into Junk');
-          targets = targets.map((t) => ({ ...t, folder: a.junkFolder }));
-        } else {
-          this.#log.debug(log, 'sender checks');
-          targets = this.#junkScore(targets, spool.prefix, session);
-        }
+        if (verdict?.action === 'junk' || spam?.decision === 'junk') targets = targets.map((t) => ({ ...t, folder: junkFolder }));
+        else targets = this.#junkScore(targets, spool.prefix, session);
         // The stored copy: our trace and results, then the message as received, minus any
-        // Authentication-Results that claim to be ours (RFC 8601 5).
+        // Authentication-Results that claim to be ours (RFC 8601 5) and, when rspamd speaks,
+        // any spam verdict the sender wrote for itself.
         let end = headerEnd(spool.prefix);
         if (end < 0 && !spool.onDisk) end = spool.prefix.length; // a message that is all header
-        const head = end < 0 ? spool.prefix : stripOwnAuthResults(spool.prefix.subarray(0, end), hostname).head;
-        const ours = Buffer.from(header + verdict.header, 'utf8');
+        let head = end < 0 ? spool.prefix : stripOwnAuthResults(spool.prefix.subarray(0, end), hostname).head;
+        if (this.#rspamd && end >= 0) head = withoutFields(head, SPAM_FIELDS);
+        const results = (verdict?.header ?? '') + (spam?.header ?? '');
+        const ours = Buffer.from(header + results, 'utf8');
         const rest = end < 0 ? spool.prefix.length : end;
         if (targets.length) await this.#opts.store.deliver(targets, prepend(Buffer.concat([ours, head]), spool.read(rest)));
-        forwarded = await this.#forward(forwards, session, sender, targets.length, { trace: receivedField(header) + verdict.header, head, body: () => spool.read(rest), verdict });
+        forwarded = await this.#forward(forwards, session, sender, targets.length, { trace: receivedField(header) + results, head, body: () => spool.read(rest), verdict, spam: spam?.decision === 'junk' });
       } finally {
         await spool.dispose();
       }

@@ -40,7 +40,7 @@ export type JunkVerdict = {
   /** 0 (ham) .. 1 (spam); 0.5 means "cannot tell". */
   probability: number;
   junk: boolean;
-  /** Distinct tokens in the message. */
+  /** Distinct tokens in the message (0 from an untrained filter, which does not tokenize). */
   tokens: number;
   /** The strongest clues, strongest first: for logs and the webmail's "why". */
   significant: Array<{ token: string; p: number }>;
@@ -219,11 +219,12 @@ export class JunkFilter {
   classify(raw: Buffer): JunkVerdict {
     this.#checkOpen();
     this.#refresh();
-    const tokens = tokenize(raw);
     const { spam: nSpam, ham: nHam } = this.#counts;
+    // An untrained filter cannot decide anything: do not spend the tokenizer on it.
     if (nSpam < this.minTrained || nHam < this.minTrained) {
-      return { probability: 0.5, junk: false, tokens: tokens.size, significant: [], reason: 'untrained' };
+      return { probability: 0.5, junk: false, tokens: 0, significant: [], reason: 'untrained' };
     }
+    const tokens = tokenize(raw);
     this.#load(tokens);
     const clues: Clue[] = [];
     for (const token of tokens) {

@@ -324,7 +324,8 @@ describe('JunkFilter', () => {
   it('is neutral until it has seen enough spam and enough ham', () => {
     const c = corpus();
     const f = openFilter();
-    expect(f.classify(probe)).toMatchObject({ probability: 0.5, junk: false, reason: 'untrained', significant: [] });
+    // Untrained, it does not even tokenize (tokens: 0): nothing it could find would count.
+    expect(f.classify(probe)).toMatchObject({ probability: 0.5, junk: false, reason: 'untrained', significant: [], tokens: 0 });
     for (const m of c.train.spam.slice(0, 10)) f.train(m, 'spam');
     for (const m of c.train.ham.slice(0, 9)) f.train(m, 'ham');
     expect(f.counts()).toEqual({ spam: 10, ham: 9 });
@@ -332,6 +333,7 @@ describe('JunkFilter', () => {
     f.train(c.train.ham[9], 'ham');
     const v = f.classify(probe);
     expect(v.reason).not.toBe('untrained');
+    expect(v.tokens).toBeGreaterThan(0);
     expect(v.probability).toBeGreaterThan(0.9);
     expect(v.junk).toBe(true);
     expect(v.significant.length).toBeGreaterThan(0);
