@@ -16,7 +16,7 @@ import { arc, dkimVerify, dmarc } from 'mailauth';
 import type { ARCData, ARCResult, DKIMVerifyResult, DMARCResult } from 'mailauth';
 import addressparser from 'nodemailer/lib/addressparser';
 import type { HearthConfig } from '../config/schema.ts';
-import { DnsBudget, authservId, headerEnd, makeResolver, stripOwnAuthResults } from '../smtp/auth-checks.ts';
+import { DnsBudget, authservId, dkimRows, foldResultRow, headerEnd, makeResolver, stripOwnAuthResults } from '../smtp/auth-checks.ts';
 
 export type GatherAuthOptions = {
   /** Our authserv-id (RFC 8601 2.5): the configured hostname. */
@@ -120,7 +120,7 @@ export class GatherAuthChecker {
       rows = ['none'];
       outcome.junk = false;
     }
-    outcome.header = `Authentication-Results: ${o.hostname} ${fold(comment(lead))};\r\n ${rows.map(fold).join(';\r\n ')}\r\n`;
+    outcome.header = `Authentication-Results: ${o.hostname} ${foldResultRow(comment(lead))};\r\n ${rows.map(foldResultRow).join(';\r\n ')}\r\n`;
     outcome.lookups = budget.lookups;
     outcome.ms = Math.round(performance.now() - started);
     return outcome;
@@ -145,15 +145,7 @@ export class GatherAuthChecker {
       });
     }
     const rows: string[] = [];
-    for (const r of dkimResult.results) {
-      // As on port 25: a body hash mismatch is a PERMFAIL (RFC 6376 6.1.3), reported as "fail".
-      if (r.status.result === 'neutral' && r.status.comment === 'body hash did not verify') {
-        r.status.result = 'fail';
-        r.info = r.info.replace(/^dkim=neutral\b/, 'dkim=fail');
-      }
-      rows.push(r.info);
-    }
-    if (dkimResult.results.length === 0) rows.push('dkim=none');
+    rows.push(...dkimRows(dkimResult.results)); // as on port 25
     rows.push(arcResult?.info || 'arc=none');
     outcome.dkim = dkimResult.results.map((r) => `${r.status.result}${r.signingDomain ? `:${r.signingDomain}` : ''}`);
     outcome.arc = arcResult?.status?.result ?? 'none';
@@ -330,17 +322,3 @@ function comment(text: string): string {
   return `(${text.replace(/[\r\n]+/g, ' ').replace(/([()\\])/g, '\\$1')})`;
 }
 
-/** Keep result rows readable: break long ones at spaces (RFC 5322 2.2.3 folding). */
-function fold(row: string): string {
-  const words = row.replace(/\r?\n\s*/g, ' ').split(' ');
-  const lines: string[] = [];
-  let line = '';
-  for (const w of words) {
-    if (line && line.length + 1 + w.length > 76) {
-      lines.push(line);
-      line = w;
-    } else line = line ? `${line} ${w}` : w;
-  }
-  if (line) lines.push(line);
-  return lines.join('\r\n\t');
-}

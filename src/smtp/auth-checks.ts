@@ -175,19 +175,10 @@ export class SenderAuthenticator {
 
     const rows = [mailFrom.info];
     if (heloResult) rows.push(`spf=${heloResult.status.result} smtp.helo=${input.helo}`);
-    for (const r of dkimResult.results) {
-      // mailauth calls a body hash mismatch "neutral"; RFC 6376 6.1.3 makes it PERMFAIL, which
-      // RFC 8601 2.7.1 reports as "fail" (the signature was there and did not verify).
-      if (r.status.result === 'neutral' && r.status.comment === 'body hash did not verify') {
-        r.status.result = 'fail';
-        r.info = r.info.replace(/^dkim=neutral\b/, 'dkim=fail');
-      }
-      rows.push(r.info);
-    }
-    if (dkimResult.results.length === 0) rows.push('dkim=none');
+    rows.push(...dkimRows(dkimResult.results));
     rows.push(arcResult?.info || 'arc=none');
     rows.push(dmarcResult ? dmarcResult.info : 'dmarc=none');
-    const header = `Authentication-Results: ${o.hostname};\r\n ${rows.map(fold).join(';\r\n ')}\r\n`;
+    const header = `Authentication-Results: ${o.hostname};\r\n ${rows.map(foldResultRow).join(';\r\n ')}\r\n`;
 
     const outcome: AuthOutcome = {
       action: 'accept',
@@ -225,8 +216,23 @@ export class SenderAuthenticator {
   }
 }
 
+/**
+ * The dkim= rows of Authentication-Results, `dkim=none` without signatures. mailauth calls a body
+ * hash mismatch "neutral"; RFC 6376 6.1.3 makes it PERMFAIL, which RFC 8601 2.7.1 reports as
+ * "fail" (the signature was there and did not verify): corrected here, in the results too.
+ */
+export function dkimRows(results: DKIMVerifyResult['results']): string[] {
+  for (const r of results) {
+    if (r.status.result === 'neutral' && r.status.comment === 'body hash did not verify') {
+      r.status.result = 'fail';
+      r.info = r.info.replace(/^dkim=neutral\b/, 'dkim=fail');
+    }
+  }
+  return results.length ? results.map((r) => r.info) : ['dkim=none'];
+}
+
 /** Keep result rows readable: break long ones at spaces (RFC 5322 2.2.3 folding). */
-function fold(row: string): string {
+export function foldResultRow(row: string): string {
   const words = row.replace(/\r?\n\s*/g, ' ').split(' ');
   const lines: string[] = [];
   let line = '';
