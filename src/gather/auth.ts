@@ -11,17 +11,19 @@
 //    connecting IP): then the topmost field with that authserv-id is used, as RFC 8601 advises,
 //    and only the From domain's DMARC policy is looked up here.
 // Authentication-Results fields claiming our own authserv-id are always removed (RFC 8601 5).
-import type { promises as dnsPromises } from 'node:dns';
 import { arc, dkimVerify, dmarc } from 'mailauth';
 import type { ARCData, ARCResult, DKIMVerifyResult, DMARCResult } from 'mailauth';
 import addressparser from 'nodemailer/lib/addressparser';
 import type { HearthConfig } from '../config/schema.ts';
+import { DnsCache } from '../smtp/dns-cache.ts';
+import type { DnsResolver } from '../smtp/dns-cache.ts';
 import { DnsBudget, authservId, dkimRows, foldResultRow, headerEnd, makeResolver, stripOwnAuthResults } from '../smtp/auth-checks.ts';
 
 export type GatherAuthOptions = {
   /** Our authserv-id (RFC 8601 2.5): the configured hostname. */
   hostname: string;
-  resolver: dnsPromises.Resolver;
+  /** node:dns's Resolver, or a DnsCache in front of one. */
+  resolver: DnsResolver;
   /** All DNS for one message's checks must be done within this. */
   deadlineMs: number;
   maxLookups: number;
@@ -70,7 +72,10 @@ export function gatherAuthFromConfig(config: HearthConfig): GatherAuthSetup {
   return {
     checker: new GatherAuthChecker({
       hostname: config.hostname,
-      resolver: makeResolver(dns.servers, inbound.dns_timeout),
+      // A first pull checks thousands of messages from the same few domains: cache the answers.
+      resolver: dns.cache_size > 0
+        ? new DnsCache(makeResolver(dns.servers, inbound.dns_timeout), { maxEntries: dns.cache_size, maxTtlMs: dns.cache_max_ttl, negativeTtlMs: dns.cache_negative_ttl })
+        : makeResolver(dns.servers, inbound.dns_timeout),
       deadlineMs: inbound.dns_deadline,
       maxLookups: inbound.dns_max_lookups,
     }),
