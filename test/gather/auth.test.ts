@@ -3,7 +3,6 @@
 // DNS goes to a loopback DNS server. SPF is not evaluated (no connecting IP), nothing is refused
 // or lost, DMARC reject failures land in Junk, and a trusted provider's results can stand in.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -21,8 +20,8 @@ import { MailStore } from '../../src/store/mailboxes.ts';
 import { MaildirStore } from '../../src/store/maildir.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import type { DnsServer } from '../helpers/dns-server.ts';
-import { CLI, makeSetup } from '../helpers/hearth.ts';
-import { LOCAL_USER, REMOTE_PASS, REMOTE_USER, localMessages, resetRemote, seedRemote, startRemote } from './helpers.ts';
+import { makeSetup } from '../helpers/hearth.ts';
+import { LOCAL_USER, REMOTE_PASS, REMOTE_USER, localMessages, resetRemote, runCli, seedRemote, startRemote } from './helpers.ts';
 import type { LocalMessage, Remote } from './helpers.ts';
 
 const HOST = 'mx.test.example';
@@ -284,16 +283,7 @@ describe('sender authentication of gathered mail', () => {
     await seedRemote(remote, [await sign(mail('news@signed.test', 'via cli'), 'signed.test'), mail('security@reject.test', 'cli spoof')]);
     const setup = await makeSetup({ fsync: false, toml: `[dns]\nservers = ["127.0.0.1:${dns.port}"]\n[inbound]\ndns_timeout = "500ms"\n` });
     try {
-      const run = (args: string[], input = ''): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-        new Promise((resolve) => {
-          const child = spawn(process.execPath, [CLI, ...args, '-c', setup.configDir], { stdio: ['pipe', 'pipe', 'pipe'] });
-          let stdout = '';
-          let stderr = '';
-          child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-          child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-          child.stdin.end(input);
-          child.on('exit', (code) => resolve({ code, stdout, stderr }));
-        });
+      const run = (args: string[], input = '') => runCli([...args, '-c', setup.configDir], { input });
       const added = await run(['gather', 'add', '--to', LOCAL_USER, '--host', '127.0.0.1', '--port', String(remote.imap), '--tls', 'none', '--user', REMOTE_USER, '--name', 'cli', '--no-idle', '--password-stdin'], `${REMOTE_PASS}\n`);
       expect(added.code, added.stderr).toBe(0);
       const ran = await run(['gather', 'run', 'cli', '--json']);

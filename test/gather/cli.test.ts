@@ -1,25 +1,14 @@
 // `hearth gather` against a running server (through the control socket) and without one (on the
 // data directory): add, list, run, status, passwd, remove; passwords stored 0600, never shown.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CLI, makeSetup, startTestHearth } from '../helpers/hearth.ts';
+import { makeSetup, startTestHearth } from '../helpers/hearth.ts';
 import type { TestSetup } from '../helpers/hearth.ts';
-import { LOCAL_USER, REMOTE_PASS, REMOTE_USER, localMessages, message, seedRemote, startRemote } from './helpers.ts';
+import { LOCAL_USER, REMOTE_PASS, REMOTE_USER, localMessages, message, runCli, seedRemote, startRemote } from './helpers.ts';
 import type { Remote } from './helpers.ts';
 
-function hearthCli(args: string[], input = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.stdin.end(input);
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const hearthCli = (args: string[], input = '') => runCli(args, { input });
 
 describe('hearth gather', () => {
   let remote: Remote;

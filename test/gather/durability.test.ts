@@ -4,27 +4,14 @@
 //  - `hearth gather run` (no server running) pulls 5,000 messages with a progress line and a peak
 //    RSS far below the size of the mail.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { controlRequest } from '../../src/core/control.ts';
 import { GatherLedger, LEDGER_FILE } from '../../src/gather/ledger.ts';
-import { CLI, makeSetup, spawnHearth, startTestHearth, ALL_LISTENERS } from '../helpers/hearth.ts';
-import { LOCAL_USER, REMOTE_PASS, REMOTE_USER, duplicates, eventually, localMessages, message, seedRemote, startRemote } from './helpers.ts';
+import { makeSetup, spawnHearth, startTestHearth, ALL_LISTENERS } from '../helpers/hearth.ts';
+import { LOCAL_USER, REMOTE_PASS, REMOTE_USER, duplicates, eventually, localMessages, message, runCli, seedRemote, startRemote } from './helpers.ts';
 import type { Outcome, Remote } from './helpers.ts';
 
 const RSS_REPORTER = new URL('./report-rss.ts', import.meta.url).pathname;
-
-function runCli(args: string[], opts: { input?: string; preload?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...(opts.preload ? ['--import', opts.preload] : []), CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.stdin.end(opts.input ?? '');
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 describe('gathering durability', () => {
   let remote: Remote;

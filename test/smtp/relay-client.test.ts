@@ -5,26 +5,14 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { Readable } from 'node:stream';
-import { SMTPServer } from 'smtp-server';
-import type { SMTPServerEnvelope, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
-import { generate } from 'selfsigned';
+import type { SMTPServerOptions } from 'smtp-server';
 import { silentLogger } from '../../src/core/log.ts';
 import { DEFAULT_RELAY_TIMEOUTS, relay, RelayError } from '../../src/smtp/relay-client.ts';
 import type { RecipientResult, RelayMessage, RelayTarget, RelayTimeouts } from '../../src/smtp/relay-client.ts';
+import { HELO, script, short, useRelayServers } from '../helpers/relay-servers.ts';
 
 const log = silentLogger();
-const HELO = 'hearth.test.example';
-let cert: { key: string; cert: string };
-const cleanups: Array<() => Promise<void> | void> = [];
-
-beforeAll(async () => {
-  const pems = await generate([{ name: 'commonName', value: 'localhost' }], { keySize: 2048, algorithm: 'sha256' });
-  cert = { key: pems.private, cert: pems.cert };
-});
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const { startSmtp, rawServer } = useRelayServers({ beforeAll, afterEach });
 
 // ---- fixtures ------------------------------------------------------------------------------
 
@@ -55,121 +43,8 @@ function target(port: number, over: Partial<RelayTarget> = {}): RelayTarget {
   return { host: '127.0.0.1', port, tls: 'opportunistic', ...over };
 }
 
-function short(over: Partial<RelayTimeouts> = {}): Partial<RelayTimeouts> {
-  return { connect: 2000, greeting: 2000, ehlo: 2000, mail: 2000, rcpt: 2000, data: 2000, dataBlock: 2000, finalDot: 2000, quit: 2000, ...over };
-}
-
 function allResults(session: { results: Array<{ recipients: RecipientResult[] }> }): RecipientResult[] {
   return session.results.flatMap((r) => r.recipients);
-}
-
-type Received = { envelope: SMTPServerEnvelope; data: Buffer; secure: boolean; user: unknown };
-
-async function startSmtp(options: SMTPServerOptions = {}) {
-  const received: Received[] = [];
-  const mailFroms: string[] = [];
-  let connections = 0;
-  const server = new SMTPServer({
-    logger: false,
-    authOptional: true,
-    key: cert.key,
-    cert: cert.cert,
-    onConnect(_session, callback) {
-      connections++;
-      callback();
-    },
-    onMailFrom(address, _session, callback) {
-      mailFroms.push(address.address);
-      callback();
-    },
-    onData(stream, session: SMTPServerSession, callback) {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
-        received.push({ envelope: structuredClone(session.envelope), data: Buffer.concat(chunks), secure: session.secure, user: session.user });
-        callback();
-      });
-    },
-    ...options,
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.server.address() as net.AddressInfo).port;
-  cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  return { port, received, mailFroms, connections: () => connections };
-}
-
-type RawConn = { socket: net.Socket; send(line: string): void; data: Buffer; inData: boolean };
-
-/**
- * A scripted SMTP server: `onLine` gets each command (and `.` once a DATA body is complete,
- * with the body in `conn.data`). Replying 354 switches the connection to data mode.
- */
-async function rawServer(onLine: (conn: RawConn, line: string) => void, opts: { greeting?: string | null; onConnection?(conn: RawConn): void } = {}) {
-  const commands: string[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    let buf = Buffer.alloc(0);
-    const conn: RawConn = {
-      socket,
-      data: Buffer.alloc(0),
-      inData: false,
-      send(line) {
-        if (line.startsWith('354')) conn.inData = true;
-        if (!socket.destroyed) socket.write(`${line}\r\n`);
-      },
-    };
-    opts.onConnection?.(conn);
-    if (opts.greeting !== null) conn.send(opts.greeting ?? '220 raw.test ESMTP');
-    socket.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      for (;;) {
-        if (conn.inData) {
-          const end = buf.indexOf('\r\n.\r\n');
-          if (end < 0) break;
-          conn.data = buf.subarray(0, end + 2);
-          buf = buf.subarray(end + 5);
-          conn.inData = false;
-          commands.push('.');
-          onLine(conn, '.');
-          continue;
-        }
-        const nl = buf.indexOf('\r\n');
-        if (nl < 0) break;
-        const line = buf.subarray(0, nl).toString('utf8');
-        buf = buf.subarray(nl + 2);
-        commands.push(line);
-        onLine(conn, line);
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  );
-  return { port, commands };
-}
-
-/** A plain, well-behaved script; `override` answers first when it returns true. */
-function script(override?: (conn: RawConn, line: string) => boolean) {
-  return (conn: RawConn, line: string): void => {
-    if (override?.(conn, line)) return;
-    const verb = line.split(/[ :]/)[0].toUpperCase();
-    if (verb === 'EHLO') conn.send('250-raw.test\r\n250-SIZE 2000000000\r\n250 8BITMIME');
-    else if (verb === 'HELO') conn.send('250 raw.test');
-    else if (verb === 'DATA') conn.send('354 go ahead');
-    else if (line === '.') conn.send('250 2.0.0 queued as RAW1');
-    else if (verb === 'QUIT') {
-      conn.send('221 bye');
-      conn.socket.end();
-    } else conn.send('250 2.0.0 ok');
-  };
 }
 
 // ---- delivery ------------------------------------------------------------------------------

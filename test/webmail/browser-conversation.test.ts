@@ -4,72 +4,64 @@
 // the profile without the session cookie.
 import { ImapFlow } from 'imapflow';
 import jsQRModule from 'jsqr';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deliverMail, guardPage, launchChromium, login, rowBySubject, startWebmailHearth } from './ui-helpers.ts';
-import type { Guard, WebmailHearth } from './ui-helpers.ts';
+import { deliverMail, hoursAgo, rowBySubject, useChromiumSuite } from './ui-helpers.ts';
+import type { WebmailHearth } from './ui-helpers.ts';
 
 const ALICE = 'alice@example.test';
 // jsqr is CommonJS with a default export: under Node's ESM interop the function is `.default`.
 type Decode = (data: Uint8ClampedArray, width: number, height: number) => { data: string } | null;
 const jsQR = ((jsQRModule as unknown as { default?: Decode }).default ?? jsQRModule) as Decode;
-const hoursAgo = (h: number): Date => new Date(Date.now() - h * 3_600_000);
+
+/** A thread of three (Ann, Bob's reply, Ann again; the first read elsewhere) and one unrelated message. */
+async function seedConversation(hearth: WebmailHearth): Promise<void> {
+  const thread: Array<Parameters<typeof deliverMail>[1]> = [
+    { from: 'Ann Lee <ann@family.test>', to: ALICE, subject: 'Trip to the coast', text: 'Shall we go to the coast on Saturday?', messageId: '<trip-1@family.test>', date: hoursAgo(5) },
+    {
+      from: 'Bob <bob@example.test>',
+      to: ALICE,
+      subject: 'Re: Trip to the coast',
+      text: 'Yes! I can drive.\n\nOn Sat, Ann Lee wrote:\n> Shall we go to the coast on Saturday?',
+      messageId: '<trip-2@example.test>',
+      date: hoursAgo(4),
+      headers: { 'In-Reply-To': '<trip-1@family.test>', References: '<trip-1@family.test>' },
+    },
+    {
+      from: 'Ann Lee <ann@family.test>',
+      to: ALICE,
+      subject: 'Re: Trip to the coast',
+      text: 'Great, leaving at nine.',
+      messageId: '<trip-3@family.test>',
+      date: hoursAgo(1),
+      headers: { 'In-Reply-To': '<trip-2@example.test>', References: '<trip-1@family.test> <trip-2@example.test>' },
+    },
+  ];
+  for (const m of thread) await deliverMail(hearth.smtpPort, m);
+  await deliverMail(hearth.smtpPort, { from: 'Library <noreply@library.example.org>', to: ALICE, subject: 'Your loan is due', text: 'Renew it online.', date: hoursAgo(2) });
+  // The first was read elsewhere (an IMAP client); the reply and the newest are unread.
+  const imap = new ImapFlow({ host: '127.0.0.1', port: hearth.port('imap'), secure: false, auth: { user: ALICE, pass: 'alice-password' }, logger: false, tls: { rejectUnauthorized: false }, disableAutoIdle: true });
+  await imap.connect();
+  try {
+    await imap.mailboxOpen('INBOX');
+    await imap.messageFlagsAdd('1', ['\\Seen']);
+  } finally {
+    await imap.logout();
+  }
+}
 
 describe('webmail conversations and phone set-up in chromium', () => {
-  let hearth: WebmailHearth;
-  let browser: Browser;
-  let context: BrowserContext;
-  let page: Page;
-  let guard: Guard;
-
-  beforeAll(async () => {
-    // Public ports to advertise (the test's own listeners are on ephemeral ports, which are not).
-    [hearth, browser] = await Promise.all([startWebmailHearth({ extraToml: '[client]\nhostname = "mail.test.example"\n[client.ports]\nimaps = 993\nsubmission = 587\n' }), launchChromium()]);
-    const thread: Array<Parameters<typeof deliverMail>[1]> = [
-      { from: 'Ann Lee <ann@family.test>', to: ALICE, subject: 'Trip to the coast', text: 'Shall we go to the coast on Saturday?', messageId: '<trip-1@family.test>', date: hoursAgo(5) },
-      {
-        from: 'Bob <bob@example.test>',
-        to: ALICE,
-        subject: 'Re: Trip to the coast',
-        text: 'Yes! I can drive.\n\nOn Sat, Ann Lee wrote:\n> Shall we go to the coast on Saturday?',
-        messageId: '<trip-2@example.test>',
-        date: hoursAgo(4),
-        headers: { 'In-Reply-To': '<trip-1@family.test>', References: '<trip-1@family.test>' },
-      },
-      {
-        from: 'Ann Lee <ann@family.test>',
-        to: ALICE,
-        subject: 'Re: Trip to the coast',
-        text: 'Great, leaving at nine.',
-        messageId: '<trip-3@family.test>',
-        date: hoursAgo(1),
-        headers: { 'In-Reply-To': '<trip-2@example.test>', References: '<trip-1@family.test> <trip-2@example.test>' },
-      },
-    ];
-    for (const m of thread) await deliverMail(hearth.smtpPort, m);
-    await deliverMail(hearth.smtpPort, { from: 'Library <noreply@library.example.org>', to: ALICE, subject: 'Your loan is due', text: 'Renew it online.', date: hoursAgo(2) });
-    // The first was read elsewhere (an IMAP client); the reply and the newest are unread.
-    const imap = new ImapFlow({ host: '127.0.0.1', port: hearth.port('imap'), secure: false, auth: { user: ALICE, pass: 'alice-password' }, logger: false, tls: { rejectUnauthorized: false }, disableAutoIdle: true });
-    await imap.connect();
-    try {
-      await imap.mailboxOpen('INBOX');
-      await imap.messageFlagsAdd('1', ['\\Seen']);
-    } finally {
-      await imap.logout();
-    }
-    context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    guard = await guardPage(context);
-    page = await context.newPage();
-    await login(page, hearth.baseUrl, ALICE, 'alice-password');
-  });
-
-  afterAll(async () => {
-    await browser?.close();
-    await hearth?.close();
-    await hearth?.setup.cleanup();
-  });
+  const ui = useChromiumSuite(
+    { beforeAll, afterAll },
+    {
+      // Public ports to advertise (the test's own listeners are on ephemeral ports, which are not).
+      extraToml: '[client]\nhostname = "mail.test.example"\n[client.ports]\nimaps = 993\nsubmission = 587\n',
+      seed: seedConversation,
+      login: { address: ALICE, password: 'alice-password' },
+    },
+  );
 
   it('opens a conversation as the whole thread: older read messages collapsed, unread ones and the newest open', async () => {
+    const { page } = ui;
     await page.locator('.list-head .toggle input').check();
     const row = rowBySubject(page, 'Re: Trip to the coast');
     await row.locator('.thread-count', { hasText: '3' }).waitFor();
@@ -118,6 +110,7 @@ describe('webmail conversations and phone set-up in chromium', () => {
   });
 
   it('shows a single message (not a conversation) for a thread of one, and with conversations off', async () => {
+    const { page } = ui;
     await rowBySubject(page, 'Your loan is due').click();
     await page.locator('.reader h1.subject', { hasText: 'Your loan is due' }).waitFor();
     expect(await page.locator('.reader .conversation').count()).toBe(0);
@@ -129,6 +122,7 @@ describe('webmail conversations and phone set-up in chromium', () => {
   });
 
   it('"Set up your phone" shows a QR code of a link that serves the profile without the cookie', async () => {
+    const { page, hearth, browser } = ui;
     await page.locator('.sidebar .phone-btn').click();
     const dialog = page.locator('.dialog[aria-label="Set up your phone"]');
     await dialog.locator('.qr svg').waitFor();
@@ -180,6 +174,7 @@ describe('webmail conversations and phone set-up in chromium', () => {
   });
 
   it('raised no script errors, dialogs or remote requests', () => {
+    const { guard } = ui;
     expect(guard.pageErrors).toEqual([]);
     expect(guard.dialogs).toEqual([]);
     expect(guard.remoteRequests).toEqual([]);

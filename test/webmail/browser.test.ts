@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { ImapFlow } from 'imapflow';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deliverMail, deliverRaw, guardPage, launchChromium, login, rowBySubject, startWebmailHearth } from './ui-helpers.ts';
-import type { Guard, WebmailHearth } from './ui-helpers.ts';
+import { closeChromiumSuite, deliverMail, deliverRaw, guardPage, hoursAgo, login, openChromiumSuite, rowBySubject } from './ui-helpers.ts';
+import type { ChromiumSuite, Guard, WebmailHearth } from './ui-helpers.ts';
 
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
@@ -42,7 +42,28 @@ const HIKE_HTML = `<div style="font-family:Georgia,serif;font-size:16px;line-hei
 <table style="border-collapse:collapse;margin:12px 0"><tr><td style="padding:6px 12px;background:#eef3e8">Distance</td><td style="padding:6px 12px">14.2 km</td></tr>
 <tr><td style="padding:6px 12px;background:#eef3e8">Climb</td><td style="padding:6px 12px">870 m</td></tr><tr><td style="padding:6px 12px;background:#eef3e8">Time</td><td style="padding:6px 12px">5 h 40 min</td></tr></table>
 <p>Same time next month?</p><p style="color:#666">&mdash; Carol</p></div>`;
-const hoursAgo = (h: number): Date => new Date(Date.now() - h * 3_600_000);
+
+/** A believable inbox for the screenshots (and for paging through with j/k). */
+async function seedInbox(hearth: WebmailHearth): Promise<void> {
+  const seed: Array<[string, string, string, number, string]> = [
+    ['Ann Lee <ann@family.test>', 'Sunday lunch at ours?', 'Hi Alice,\n\nWe are doing a roast on Sunday, 1pm. Bring the kids!\n\nDirections: https://maps.example.org/?q=ann\n\nAnn', 60, ''],
+    ['Hearth CI <ci@builds.example.org>', 'Build #412 passed', 'All 318 tests passed in 41 s.\n\nhttps://builds.example.org/412', 30, ''],
+    ['Carol Diaz <carol@example.org>', 'Photos from the hike', 'Here they are, the view from the top was worth it.', 20, 'photos'],
+    ['Dave Okafor <dave@example.org>', 'Re: Bike for sale', 'Is it still available? I could come by on Thursday.', 8, ''],
+    ['The Library <noreply@library.example.org>', 'Your loan is due in 3 days', 'The Left Hand of Darkness is due on Friday. Renew at https://library.example.org/renew', 3, ''],
+  ];
+  for (const [from, subject, text, age, attach] of seed) {
+    await deliverMail(hearth.smtpPort, {
+      from,
+      to: `Alice <${ALICE}>`,
+      subject,
+      text,
+      html: attach ? HIKE_HTML : undefined,
+      date: hoursAgo(age),
+      attachments: attach ? [{ filename: 'summit.txt', contentType: 'text/plain', content: 'a picture, in words' }] : undefined,
+    });
+  }
+}
 
 describe('webmail in chromium', () => {
   let hearth: WebmailHearth;
@@ -50,39 +71,14 @@ describe('webmail in chromium', () => {
   let context: BrowserContext;
   let page: Page;
   let guard: Guard;
+  const started: Partial<ChromiumSuite> = {};
 
   beforeAll(async () => {
-    [hearth, browser] = await Promise.all([startWebmailHearth(), launchChromium()]);
     await mkdir(DOCS, { recursive: true });
-    // A believable inbox for the screenshots (and for paging through with j/k).
-    const seed: Array<[string, string, string, number, string]> = [
-      ['Ann Lee <ann@family.test>', 'Sunday lunch at ours?', 'Hi Alice,\n\nWe are doing a roast on Sunday, 1pm. Bring the kids!\n\nDirections: https://maps.example.org/?q=ann\n\nAnn', 60, ''],
-      ['Hearth CI <ci@builds.example.org>', 'Build #412 passed', 'All 318 tests passed in 41 s.\n\nhttps://builds.example.org/412', 30, ''],
-      ['Carol Diaz <carol@example.org>', 'Photos from the hike', 'Here they are, the view from the top was worth it.', 20, 'photos'],
-      ['Dave Okafor <dave@example.org>', 'Re: Bike for sale', 'Is it still available? I could come by on Thursday.', 8, ''],
-      ['The Library <noreply@library.example.org>', 'Your loan is due in 3 days', 'The Left Hand of Darkness is due on Friday. Renew at https://library.example.org/renew', 3, ''],
-    ];
-    for (const [from, subject, text, age, attach] of seed) {
-      await deliverMail(hearth.smtpPort, {
-        from,
-        to: `Alice <${ALICE}>`,
-        subject,
-        text,
-        html: attach ? HIKE_HTML : undefined,
-        date: hoursAgo(age),
-        attachments: attach ? [{ filename: 'summit.txt', contentType: 'text/plain', content: 'a picture, in words' }] : undefined,
-      });
-    }
-    context = await browser.newContext({ viewport: DESKTOP, acceptDownloads: true });
-    guard = await guardPage(context);
-    page = await context.newPage();
+    ({ hearth, browser, context, page, guard } = await openChromiumSuite(started, { seed: seedInbox, context: { viewport: DESKTOP, acceptDownloads: true } }));
   });
 
-  afterAll(async () => {
-    await browser?.close();
-    await hearth?.close();
-    await hearth?.setup.cleanup();
-  });
+  afterAll(() => closeChromiumSuite(started));
 
   it('logs in with the mail password and shows the inbox', async () => {
     await page.goto(`${hearth.baseUrl}/`);

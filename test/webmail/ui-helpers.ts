@@ -3,7 +3,7 @@
 // that records dialogs, console output, script errors and every request that is not loopback.
 import nodemailer from 'nodemailer';
 import { chromium } from 'playwright-core';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Browser, BrowserContext, BrowserContextOptions, Page } from 'playwright-core';
 import { ALL_LISTENERS, makeSetup, startTestHearth } from '../helpers/hearth.ts';
 import type { TestSetup } from '../helpers/hearth.ts';
 
@@ -111,4 +111,50 @@ export async function login(page: Page, baseUrl: string, address: string, passwo
 /** The list row whose subject is exactly `subject`. */
 export function rowBySubject(page: Page, subject: string) {
   return page.locator('.list .row[data-uid]').filter({ has: page.locator('.subject', { hasText: subject }) });
+}
+
+/** A date `h` hours before now (for seeded mail). */
+export const hoursAgo = (h: number): Date => new Date(Date.now() - h * 3_600_000);
+
+export type ChromiumSuite = { hearth: WebmailHearth; browser: Browser; context: BrowserContext; page: Page; guard: Guard };
+
+export type ChromiumSuiteOptions = {
+  /** More hearth config (see startWebmailHearth). */
+  extraToml?: string;
+  /** Fills the hearth (mail, flags) before the browser context opens. */
+  seed?: (hearth: WebmailHearth) => Promise<void>;
+  context?: BrowserContextOptions;
+  /** Log the page in; otherwise it is left blank. */
+  login?: { address: string; password: string };
+};
+
+/**
+ * Start a webmail hearth and chromium side by side, seed the hearth, and open a guarded page.
+ * Each part is set on `suite` as soon as it runs, so closeChromiumSuite(suite) also stops a half-started one.
+ */
+export async function openChromiumSuite(suite: Partial<ChromiumSuite>, opts: ChromiumSuiteOptions = {}): Promise<ChromiumSuite> {
+  [suite.hearth, suite.browser] = await Promise.all([startWebmailHearth({ extraToml: opts.extraToml }), launchChromium()]);
+  await opts.seed?.(suite.hearth);
+  suite.context = await suite.browser.newContext(opts.context ?? { viewport: { width: 1280, height: 800 } });
+  suite.guard = await guardPage(suite.context);
+  suite.page = await suite.context.newPage();
+  if (opts.login) await login(suite.page, suite.hearth.baseUrl, opts.login.address, opts.login.password);
+  return suite as ChromiumSuite;
+}
+
+/** Close what openChromiumSuite started (the parts that did start). */
+export async function closeChromiumSuite(suite: Partial<ChromiumSuite>): Promise<void> {
+  await suite.browser?.close();
+  await suite.hearth?.close();
+  await suite.hearth?.setup.cleanup();
+}
+
+/** openChromiumSuite in a beforeAll and closeChromiumSuite in an afterAll, for a describe block; the fields are set once beforeAll has run. */
+export function useChromiumSuite(hooks: { beforeAll(fn: () => Promise<void>): void; afterAll(fn: () => Promise<void>): void }, opts: ChromiumSuiteOptions = {}): ChromiumSuite {
+  const suite = {} as ChromiumSuite;
+  hooks.beforeAll(async () => {
+    await openChromiumSuite(suite, opts);
+  });
+  hooks.afterAll(() => closeChromiumSuite(suite));
+  return suite;
 }
