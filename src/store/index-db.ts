@@ -141,6 +141,12 @@ export class IndexDb {
         expsDelete: p('DELETE FROM expunged WHERE folder_id = ?'),
         msgsLoad: p('SELECT uid, name, in_new, size, internal_date, modseq, keywords, vsize FROM messages WHERE folder_id = ? AND uid > ? ORDER BY uid LIMIT ?'),
         msgsLoadTuples: tuples(p('SELECT uid, name, in_new, size, internal_date, modseq, keywords, vsize FROM messages WHERE folder_id = ? AND uid > ? ORDER BY uid LIMIT ?')),
+        // Newest first, for a page read without loading the folder (OFFSET walks the key, so deep pages cost more).
+        msgsNewestTuples: tuples(p('SELECT uid, name, in_new, size, internal_date, modseq, keywords, vsize FROM messages WHERE folder_id = ? ORDER BY uid DESC LIMIT ? OFFSET ?')),
+        msgsCount: p('SELECT count(*) AS total FROM messages WHERE folder_id = ?'),
+        // Seen as the load parses a name: the first ':' starts ':2,' and an 'S' follows it. The GLOB
+        // first, as instr() is slow (it counts characters).
+        msgsUnseen: p("SELECT count(*) - coalesce(sum(name GLOB '*:2,*S*' AND instr(name, ':') = instr(name, ':2,')), 0) AS unseen FROM messages WHERE folder_id = ?"),
         msgInsert: p('INSERT INTO messages (folder_id, uid, name, in_new, size, internal_date, modseq, keywords, vsize) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
         msgUpdate: p('UPDATE messages SET name = ?, in_new = ?, modseq = ?, keywords = ? WHERE folder_id = ? AND uid = ?'),
         msgDelete: p('DELETE FROM messages WHERE folder_id = ? AND uid = ?'),
@@ -198,7 +204,6 @@ export class IndexDb {
   renameFolder(folderId: number, name: string): void {
     this.#s.folderRename.run(name, folderId);
   }
-  /** The folder row, its messages and its expunged UIDs. */
   /** Forget every cached summary of a folder (they are computed again on demand). */
   clearSummaries(folderId: number): void {
     this.#s.sumsDelete.run(folderId);
@@ -223,6 +228,31 @@ export class IndexDb {
    */
   messageTuples(folderId: number, afterUid = 0, limit = -1): MessageTuple[] {
     return this.#s.msgsLoadTuples.all(folderId, afterUid, limit) as unknown as MessageTuple[];
+  }
+  /** Messages newest (highest UID) first: `limit` of them after skipping `offset`, as MessageTuples. */
+  newestMessageTuples(folderId: number, offset: number, limit: number): MessageTuple[] {
+    return this.#s.msgsNewestTuples.all(folderId, limit, offset) as unknown as MessageTuple[];
+  }
+  /** How many messages the folder has (a walk of its rows: some 4 ms for 100,000). */
+  messageCount(folderId: number): number {
+    return (this.#s.msgsCount.get(folderId) as { total: number }).total;
+  }
+  /** How many of the folder's messages lack the Seen letter in their name (some 20 ms for 100,000). */
+  unseenCount(folderId: number): number {
+    return (this.#s.msgsUnseen.get(folderId) as { unseen: number }).unseen;
+  }
+  /**
+   * Run `fn` in a read transaction: its reads see one snapshot, even if another process (a
+   * `hearth reindex`) commits meanwhile. Joins a write transaction already open.
+   */
+  snapshot<T>(fn: () => T): T {
+    if (this.#db.isTransaction) return fn();
+    this.#db.exec('BEGIN');
+    try {
+      return fn();
+    } finally {
+      if (this.#db.isTransaction) this.#db.exec('COMMIT');
+    }
   }
   insertMessage(folderId: number, m: MessageRow): void {
     this.#s.msgInsert.run(folderId, m.uid, m.name, m.in_new, m.size, m.internal_date, m.modseq, m.keywords, m.vsize);

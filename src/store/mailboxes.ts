@@ -15,7 +15,7 @@ import { silentLogger } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
 import { applyKeywords, applyLetters, compareDeliveryOrder, imapFlags, parseMaildirName, splitFlags, visibleLetters, withVisibleLetters } from './flags.ts';
 import { INDEX_FILE, IndexDb } from './index-db.ts';
-import type { MessageRow } from './index-db.ts';
+import type { MessageRow, MessageTuple } from './index-db.ts';
 import { sizeFields, sizesFromName } from './maildir.ts';
 import type { MailboxRef, MaildirStore } from './maildir.ts';
 import { StoreError, assertSafeName, isInbox } from './names.ts';
@@ -47,6 +47,18 @@ export type MessageRecord = {
 export type FolderState = { uidValidity: number; uidNext: number; highestModseq: number; messages: MessageRecord[] };
 /** A FolderState whose `messages` is the index's own snapshot, shared by its readers: never mutate it. */
 export type SharedFolderState = { uidValidity: number; uidNext: number; highestModseq: number; messages: readonly MessageRecord[] };
+/** A page of a folder, newest first, with the folder's counts (see UserMailboxes.peekNewest). */
+export type FolderPage = {
+  uidValidity: number;
+  uidNext: number;
+  highestModseq: number;
+  /** Messages in the folder. */
+  total: number;
+  /** Messages without \Seen, when asked for (it costs a walk of the folder's names). */
+  unseen?: number;
+  /** Records [offset, offset + limit) of the folder in descending UID order. */
+  messages: MessageRecord[];
+};
 export type FolderStatus = { messages: number; recent: number; unseen: number; uidNext: number; uidValidity: number; highestModseq: number };
 export type ChangeEvent =
   /** `from`: these arrived by COPY/MOVE from that folder (the junk filter learns from moves). */
@@ -265,6 +277,8 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
   readonly #db: IndexDb;
   readonly #log: Logger;
   readonly #folders = new Map<string, Folder>();
+  /** Folders being loaded behind a peek (peekNewest). */
+  readonly #loading = new Set<string>();
   #tail: Promise<unknown> = Promise.resolve();
   #closed = false;
   #maildropOwner: object | undefined;
@@ -468,6 +482,60 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       await this.#scan(f);
       return { uidValidity: f.uidValidity, uidNext: f.uidNext, highestModseq: f.highestModseq, messages: this.#snapshot(f) };
     });
+  }
+
+  /**
+   * A page of the folder, newest (highest UID) first, read straight from the index file while the
+   * folder is not in memory yet: after a restart the first list of a 100,000-message folder need
+   * not wait for all of it to load, which this starts in the background. Answered only when the
+   * index is known current for the folder, by the test that lets a sync skip its scan: new/ and
+   * cur/ still have the mtimes recorded (and trusted) at the folder's last scan, so a file added,
+   * renamed or removed by another program since makes it undefined. Undefined too when the folder
+   * is in memory already or anything is unusual: then ask `syncShared`, which is as quick, or
+   * reconciles. The records equal what `syncShared` gives for the same positions.
+   */
+  async peekNewest(folder: string, offset: number, limit: number, opts: { unseen?: boolean } = {}): Promise<FolderPage | undefined> {
+    if (this.#closed) return undefined;
+    let name: string;
+    try {
+      name = canonical(folder);
+    } catch {
+      return undefined;
+    }
+    if (this.#folders.has(name)) return undefined;
+    this.#loadBehind(name);
+    const dir = this.#folderDir(name);
+    let stNew: fs.Stats | undefined;
+    let stCur: fs.Stats | undefined;
+    try {
+      [stNew, stCur] = await Promise.all([statFile(path.join(dir, 'new')), statFile(path.join(dir, 'cur'))]);
+    } catch {
+      return undefined;
+    }
+    if (this.#closed || !stNew?.isDirectory() || !stCur?.isDirectory()) return undefined;
+    // Loaded meanwhile or not, the index rows equal the in-memory state between any two awaits:
+    // every change here writes both in one synchronous step. One read snapshot, so a row and its
+    // mtimes come from the same commit, even one by another process (`hearth reindex`).
+    return this.#db.snapshot(() => {
+      const row = this.#db.folder(name);
+      if (row === undefined || row.new_mtime < 0 || row.cur_mtime < 0) return undefined;
+      if (row.new_mtime !== stNew.mtimeMs || row.cur_mtime !== stCur.mtimeMs) return undefined;
+      const messages = this.#db.newestMessageTuples(row.id, Math.max(0, offset), Math.max(0, limit)).map((t) => entryOfRow(dir, t).rec);
+      const page: FolderPage = { uidValidity: row.uidvalidity, uidNext: row.uidnext, highestModseq: row.highestmodseq, total: this.#db.messageCount(row.id), messages };
+      if (opts.unseen) page.unseen = this.#db.unseenCount(row.id);
+      return page;
+    });
+  }
+
+  /** Load a folder into memory in the background (once at a time), so later reads find it there. */
+  #loadBehind(name: string): void {
+    if (this.#loading.has(name)) return;
+    this.#loading.add(name);
+    void this.#locked(async () => {
+      await this.#scan(await this.#open(name));
+    })
+      .catch(noop) // the next sync of the folder meets the same fault and reports it
+      .finally(() => this.#loading.delete(name));
   }
 
   /**
@@ -845,16 +913,8 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
     for (let after = 0; ; ) {
       const rows = this.#db.messageTuples(f.id, after, LOAD_SLICE);
       for (let i = 0; i < rows.length; i++) {
-        const [uid, name, inNew, size, internalDate, modseq, keywords, storedVsize] = rows[i];
-        // The Maildir name parsed once: the key before `:`, the letters after `:2,`.
-        const colon = name.indexOf(':');
-        const key = colon < 0 ? name : name.slice(0, colon);
-        const letters = colon >= 0 && name.startsWith('2,', colon + 1) ? name.slice(colon + 3) : '';
-        // Rows from before the vsize column have it null: the name still has it (if anyone wrote it).
-        const vsize = storedVsize ?? vsizeFromName(name, size);
-        const kw = keywords === '' ? NO_KEYWORDS : keywords.split(' ');
-        const rec = new StoredRecord(dir, name, inNew === 1, uid, modseq, size, vsize, flagsFor(letters, kw), internalDate, key);
-        byUid.set(uid, { rec, name, inNew: inNew === 1, letters, keywords: kw });
+        const e = entryOfRow(dir, rows[i]);
+        byUid.set(e.rec.uid, e);
       }
       if (rows.length < LOAD_SLICE) break;
       after = rows[rows.length - 1][0];
@@ -1225,6 +1285,20 @@ function canonical(folder: string): string {
   if (typeof folder === 'string' && isInbox(folder)) return 'INBOX';
   assertSafeName('folder', folder);
   return folder;
+}
+
+/** An index row as the folder's entry; the one way rows become records (loads and peeks agree). */
+function entryOfRow(dir: string, row: MessageTuple): Entry {
+  const [uid, name, inNew, size, internalDate, modseq, keywords, storedVsize] = row;
+  // The Maildir name parsed once: the key before `:`, the letters after `:2,`.
+  const colon = name.indexOf(':');
+  const key = colon < 0 ? name : name.slice(0, colon);
+  const letters = colon >= 0 && name.startsWith('2,', colon + 1) ? name.slice(colon + 3) : '';
+  // Rows from before the vsize column have it null: the name still has it (if anyone wrote it).
+  const vsize = storedVsize ?? vsizeFromName(name, size);
+  const kw = keywords === '' ? NO_KEYWORDS : keywords.split(' ');
+  const rec = new StoredRecord(dir, name, inNew === 1, uid, modseq, size, vsize, flagsFor(letters, kw), internalDate, key);
+  return { rec, name, inNew: inNew === 1, letters, keywords: kw };
 }
 
 function rowOf(e: Entry): MessageRow {

@@ -46,6 +46,16 @@ export async function listPage(summaries: SummaryProvider, mb: UserMailboxes, fo
   return { folder, total: state.messages.length, offset, messages: await summarize(summaries, mb, folder, recs) };
 }
 
+/**
+ * A page of the plain list. While the folder is still loading after a restart the store answers
+ * from its index file (peekNewest), when it knows that to be current; otherwise from the synced state.
+ */
+export async function listNewest(summaries: SummaryProvider, mb: UserMailboxes, folder: string, offset: number, limit: number): Promise<MessageList> {
+  const peek = await mb.peekNewest(folder, offset, limit);
+  if (peek) return { folder, total: peek.total, offset, messages: await summarize(summaries, mb, folder, peek.messages) };
+  return listPage(summaries, mb, folder, await mb.syncShared(folder), offset, limit);
+}
+
 // --- conversations ---
 
 type ThreadKeys = { id: string; refs: string[]; hasAttachments: boolean };

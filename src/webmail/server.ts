@@ -34,7 +34,7 @@ import { autoconfigRoutes, defaultClientSettings } from './autoconfig.ts';
 import type { ClientSettings } from './autoconfig.ts';
 import type { Asset, Assets } from './assets.ts';
 import { ComposeError, compose } from './compose.ts';
-import { MAX_PAGE, findRecord, listPage, parseQuery, searchUids, summarize, threadMembers, threadPage, toSummary } from './listing.ts';
+import { MAX_PAGE, findRecord, listNewest, parseQuery, searchUids, summarize, threadMembers, threadPage, toSummary } from './listing.ts';
 import { PART_NUMBER, contentDisposition, decodeWords, header, messageIds, parseAddresses, parseMessage, partContent } from './mime-view.ts';
 import { RemotePrefs } from './prefs.ts';
 import { qrSvg } from './qr.ts';
@@ -441,17 +441,16 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
   app.get('/api/folders/:folder/messages', async (c) => {
     const folder = folderParam(c);
     const mb = c.get('mb');
-    const state = await mb.syncShared(folder);
     const thread = c.req.query('thread');
     if (thread !== undefined) {
-      const list = await threadMembers(deps.summaries, mb, folder, state, thread, (raw) => parseMessage(raw).text);
+      const list = await threadMembers(deps.summaries, mb, folder, await mb.syncShared(folder), thread, (raw) => parseMessage(raw).text);
       if (!list) throw new ApiError(404, 'no such conversation in this folder');
       return c.json(list);
     }
     const offset = intQuery(c, 'offset', 0, 1e9);
     const limit = intQuery(c, 'limit', 50, MAX_PAGE);
-    const list = c.req.query('threads') === '1' ? await threadPage(deps.summaries, mb, folder, state, offset, limit) : await listPage(deps.summaries, mb, folder, state, offset, limit);
-    return c.json(list);
+    if (c.req.query('threads') === '1') return c.json(await threadPage(deps.summaries, mb, folder, await mb.syncShared(folder), offset, limit));
+    return c.json(await listNewest(deps.summaries, mb, folder, offset, limit));
   });
 
   /** The message's bytes and index record, through the user's own mailboxes only. */

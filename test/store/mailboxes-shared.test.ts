@@ -2,33 +2,12 @@
 // changed, when the folder changes); records loaded back after a restart carry the right path,
 // flags and new/ state without the path being built up front.
 import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { afterEach, beforeEach, expect, it } from 'vitest';
-import { MaildirStore } from '../../src/store/maildir.ts';
-import { MailStore, isInNew } from '../../src/store/mailboxes.ts';
+import { expect, it } from 'vitest';
+import { isInNew } from '../../src/store/mailboxes.ts';
+import { al, useStoreFixture } from './store-fixture.ts';
 
-let parent: string;
-let maildir: MaildirStore;
-let stores: MailStore[];
-const al = { user: 'al', domain: 'example.org' };
-
-beforeEach(async () => {
-  parent = await fs.mkdtemp(path.join(os.tmpdir(), 'hearth-index-shared-'));
-  let now = Date.UTC(2025, 0, 1);
-  maildir = new MaildirStore({ root: path.join(parent, 'maildir'), hostname: 'mx.test', fsync: false, clock: () => (now += 1) });
-  stores = [];
-});
-afterEach(async () => {
-  for (const s of stores) await s.close();
-  await fs.rm(parent, { recursive: true, force: true });
-});
-
-function mailStore(): MailStore {
-  const s = new MailStore({ maildir, fullText: false });
-  stores.push(s);
-  return s;
-}
+const fx = useStoreFixture('hearth-index-shared-');
+const mailStore = () => fx.mailStore();
 
 it('syncShared: the same array while nothing changes, a new one after a change, the old one untouched', async () => {
   const u = await mailStore().open(al);
@@ -53,11 +32,11 @@ it('records read back after a restart: paths, flags, keywords and new/ as before
   const u = await mailStore().open(al);
   await u.append('INBOX', Buffer.from('Subject: a\r\n\r\nx\r\n'), { flags: ['\\Seen', '$Work'] });
   await u.append('INBOX', Buffer.from('Subject: b\r\n\r\ny\r\n'));
-  await maildir.deliver([al], 'Subject: c\r\n\r\nz\r\n');
+  await fx.maildir.deliver([al], 'Subject: c\r\n\r\nz\r\n');
   const before = (await u.sync('INBOX')).messages;
   const fields = (r: (typeof before)[number]) => ({ uid: r.uid, key: r.key, flags: [...r.flags], size: r.size, vsize: r.vsize, internalDate: r.internalDate, modseq: r.modseq, path: r.path, inNew: isInNew(r) });
   const expected = before.map(fields);
-  for (const s of stores.splice(0)) await s.close();
+  await fx.closeStores();
   const again = await mailStore().open(al);
   const after = (await again.syncShared('INBOX')).messages;
   expect(after.map(fields)).toEqual(expected);
