@@ -228,7 +228,7 @@ export function registerTransferCommands(program: Command): void {
   manifest.json  (last entry) sizes and SHA-256 of all ${m.counts.files} files
 `);
         process.stdout.write(`  ${m.counts.users} users, ${m.counts.mailboxes} mailboxes, ${m.counts.messages} messages, ${m.counts.queueFiles} queue files, ${m.counts.dkimKeys} DKIM keys; ${m.counts.files} files, ${human(m.counts.bytes)}\n`);
-        if (m.vanished) process.stdout.write(`  ${m.vanished} message(s) expunged while copying were left out\n`);
+        if (m.vanished) process.stdout.write(`  ${m.vanished} file(s) removed while copying (expunged messages, delivered queue entries, deleted folders) were left out\n`);
       }
       const bar = await progressReporter('verifying', process.stderr, describeBytes('verifying'));
       const { manifest, problems } = await verifyBackup(archive, (p) => bar.update(asProgress(p)));

@@ -9,19 +9,23 @@
 // Maildir; verify and restore read the archive the same way, entry by entry.
 //
 // Consistent while the server runs: Maildir files never change once in new/ or cur/ (only their
-// names do, when flags change), so each is copied as it is; a file renamed between listing and
-// copying is looked for again under its new name, and one expunged meanwhile is left out and
-// counted. SQLite databases (mailbox indexes, junk tokens, the gather ledger) are copied with
-// SQLite's online backup, so each is a consistent snapshot (their -wal/-shm files are left out);
-// on start the server reconciles an index with the Maildir files, which stay the truth.
+// names do, when flags change), so each is copied as it is; a message renamed between listing
+// and copying is looked for again under its new name, and a file gone meanwhile (an expunged
+// message, a delivered queue entry, a deleted folder's index) is left out and counted. SQLite
+// databases (mailbox indexes, junk tokens, the gather ledger) are copied with SQLite's online
+// backup, so each is a consistent snapshot (their -wal/-shm files are left out); on start the
+// server reconciles an index with the Maildir files, which stay the truth.
 // Left out: the full-text indexes (as big as the mail, rebuilt by `hearth reindex` or in the
-// background), tmp/ files (deliveries in progress), the control socket and the inbound spool.
+// background), tmp/ files (deliveries in progress), `*.tmp` files (atomic writes in progress),
+// the control socket and the inbound spool.
 //
 // Restore never trusts the archive: an entry with an absolute path, `..`, or of any type but a
 // plain file or folder (links could point outside the target) refuses the whole archive, and
 // files are first written to a staging folder inside each target, moved into place only once
-// every entry matched the manifest. Backups from before the archive (a directory with
-// manifest.json) are still read by verify and restore.
+// every entry matched the manifest. The manifest's folders answer to the same rules; modes lose
+// setuid/setgid/sticky bits; with --force a link already in a target is refused, not followed.
+// Backups from before the archive (a directory with manifest.json) are still read by verify and
+// restore.
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -71,6 +75,9 @@ async function walk(root: string, skipDir?: string): Promise<{ files: Walked[]; 
     }
     for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
       if (SKIP_NAMES.has(e.name) || SQLITE_SIDE_FILE.test(e.name) || e.name.startsWith(STAGING_PREFIX)) continue;
+      // An atomic write in progress (queue state, greylist, users, gather files: `….tmp`, renamed
+      // into place when complete); Maildir messages are never named so.
+      if (!e.isDirectory() && e.name.endsWith('.tmp') && !/(^|\/)(cur|new)$/.test(rel)) continue;
       const abs = path.join(dir, e.name);
       const r = rel ? `${rel}/${e.name}` : e.name;
       if (e.isDirectory()) {
@@ -97,12 +104,20 @@ async function isMaildirTmp(parent: string): Promise<boolean> {
   return (await fsp.stat(path.join(parent, 'cur')).catch(() => undefined))?.isDirectory() ?? false;
 }
 
-/** A Maildir message renamed since it was listed (flags changed): the same base name in cur/ now. */
-async function findRenamed(abs: string): Promise<string | undefined> {
-  const name = path.basename(abs);
-  const base = name.includes(':') ? name.slice(0, name.indexOf(':')) : name;
+const baseName = (name: string): string => (name.includes(':') ? name.slice(0, name.indexOf(':')) : name);
+
+/**
+ * A Maildir message renamed since it was listed (flags changed): the same base name in cur/ now.
+ * `listings` holds each cur/ read once (base name -> file name), shared by the messages of a round.
+ */
+async function findRenamed(abs: string, listings: Map<string, Map<string, string>>): Promise<string | undefined> {
   const cur = path.join(path.dirname(path.dirname(abs)), 'cur');
-  const found = (await fsp.readdir(cur).catch(() => [] as string[])).find((n) => n === base || n.startsWith(base + ':'));
+  let names = listings.get(cur);
+  if (!names) {
+    names = new Map((await fsp.readdir(cur).catch(() => [] as string[])).map((n) => [baseName(n), n]));
+    listings.set(cur, names);
+  }
+  const found = names.get(baseName(path.basename(abs)));
   return found ? path.join(cur, found) : undefined;
 }
 
@@ -228,10 +243,23 @@ export async function createBackup(opts: { configDir: string; dataDir: string; o
   const totalBytes = sources.reduce((n, s) => n + s.size, 0);
 
   const partial = `${out}.partial`;
-  const scratch = await fsp.mkdtemp(path.join(outDir, '.hearth-backup-'));
+  // Made here, exclusively: a file or link someone else put at that name (the folder may be
+  // shared, like /tmp) is neither written through nor handed the backup with its wider mode.
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(partial, 'wx', 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    throw new TransferError('BACKUP_PARTIAL_EXISTS', `${partial} exists: an interrupted backup left it, or someone else made it; check it, remove it and run the backup again`, { cause: err });
+  }
+  const scratch = await fsp.mkdtemp(path.join(outDir, '.hearth-backup-')).catch(async (err: unknown) => {
+    await fh.close();
+    await fsp.rm(partial, { force: true });
+    throw err;
+  });
   const pack = tarPack();
   const tarBytes = pack as unknown as AsyncIterable<Buffer>;
-  const file = fs.createWriteStream(partial, { mode: 0o600 });
+  const file = fh.createWriteStream();
   const written = kind === 'tar.gz' ? pipeline(tarBytes, createGzip({ level: 6 }), file) : pipeline(tarBytes, file);
   // Surfaces a write error (disk full) while entries are still being added, instead of hanging.
   let writeFailed: unknown;
@@ -243,13 +271,22 @@ export async function createBackup(opts: { configDir: string; dataDir: string; o
     for (const d of dirs) await addDirEntry(pack, d.path, d.mode, now);
     const files: ManifestFile[] = [];
     let vanished = 0;
+    let renamedLater: Walked[] = [];
     let doneBytes = 0;
     for (const s of sources) {
       if (writeFailed) throw writeFailed;
       if (SQLITE_FILE.test(s.abs)) {
         // A live SQLite database: its online backup is a consistent snapshot, a file copy may not be.
         const snapshot = path.join(scratch, `${files.length}.sqlite`);
-        const db = new DatabaseSync(s.abs, { readOnly: true });
+        let db: DatabaseSync;
+        try {
+          db = new DatabaseSync(s.abs, { readOnly: true });
+        } catch (err) {
+          // Its folder was deleted meanwhile (IMAP DELETE): left out, like an expunged message.
+          if (await exists(s.abs)) throw err;
+          vanished++;
+          continue;
+        }
         try {
           await sqliteBackup(db, snapshot);
         } finally {
@@ -259,29 +296,43 @@ export async function createBackup(opts: { configDir: string; dataDir: string; o
         files.push(await addLiveFile(pack, snapshot, s.rel, mode));
         await fsp.rm(snapshot, { force: true });
       } else {
-        let src = s.abs;
-        let rel = s.rel;
-        let entry: ManifestFile | undefined;
-        for (let attempt = 0; attempt < 3 && !entry; attempt++) {
-          try {
-            entry = await addLiveFile(pack, src, rel);
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !isMessage(rel)) throw err;
-            const renamed = await findRenamed(src);
-            if (!renamed) break;
-            src = renamed;
-            rel = rel.replace(/(cur|new)\/[^/]+$/, `cur/${path.basename(renamed)}`);
-          }
-        }
-        if (!entry) {
-          vanished++;
+        try {
+          files.push(await addLiveFile(pack, s.abs, s.rel));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          // Gone since the listing: a queue entry delivered or a file replaced (left out), a
+          // message expunged or renamed by a flag change (looked for again below).
+          if (isMessage(s.rel)) renamedLater.push(s);
+          else vanished++;
           continue;
         }
-        files.push(entry);
       }
       doneBytes += s.size;
       opts.onProgress?.({ done: Math.min(doneBytes, totalBytes), total: totalBytes, file: s.rel, unit: 'bytes' });
     }
+    // Messages renamed since the listing, under their new names: each cur/ is read once a round,
+    // not once a message (marking a 100k folder read renames every file in it).
+    for (let round = 0; round < 3 && renamedLater.length; round++) {
+      const listings = new Map<string, Map<string, string>>();
+      const again: Walked[] = [];
+      for (const s of renamedLater) {
+        if (writeFailed) throw writeFailed;
+        const renamed = await findRenamed(s.abs, listings);
+        if (!renamed) {
+          vanished++;
+          continue;
+        }
+        const rel = s.rel.replace(/(cur|new)\/[^/]+$/, `cur/${path.basename(renamed)}`);
+        try {
+          files.push(await addLiveFile(pack, renamed, rel));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          again.push({ ...s, abs: renamed, rel });
+        }
+      }
+      renamedLater = again;
+    }
+    vanished += renamedLater.length;
     const usersText = await fsp.readFile(path.join(opts.configDir, 'users'), 'utf8').catch(() => '');
     const manifest: Manifest = { format: 'hearth-backup', version: 2, createdAt: new Date().toISOString(), counts: countsOf(files, usersText), vanished, files, dirs };
     await addEntry(pack, { name: MANIFEST_FILE, size: 0, mode: 0o600, mtime: new Date() }, Buffer.from(JSON.stringify(manifest, null, 1) + '\n'));
@@ -319,7 +370,9 @@ export function unsafeEntry(name: string, type: string, linkname?: string): stri
   if (parts.some((p) => p === '..')) return 'climbs out with ".."';
   if (parts.some((p) => p === '' || p === '.' || p.includes('\0'))) return 'has an empty or "." path part';
   if (type === 'symlink' || type === 'link') return `is a ${type === 'link' ? 'hard ' : 'symbolic '}link to ${JSON.stringify(linkname ?? '')} (hearth backups hold no links; one could point outside the target)`;
-  if (type !== 'file' && type !== 'directory') return `is a ${type}, not a file or folder`;
+  if (type !== 'file' && type !== 'directory') return type === 'unknown' ? 'has an entry type hearth does not know, not a file or folder' : `is a ${type}, not a file or folder`;
+  // "x/" as a file would be written over "x": two entries, one file on disk.
+  if (type === 'file' && name.endsWith('/')) return 'is a file whose name ends in "/"';
   if (name !== MANIFEST_FILE && parts[0] !== 'config' && parts[0] !== 'data') return 'is outside config/ and data/';
   if (parts.length < 2 && name !== MANIFEST_FILE) return 'is a top folder, not a file';
   return undefined;
@@ -358,7 +411,8 @@ async function* tarEntries(file: string, onBytes: (n: number) => void): AsyncGen
       let consumed = false;
       yield {
         name: h.name,
-        type: h.type ?? 'file',
+        // tar-stream names the types it knows; any other (GNU sparse, vendor types) is refused.
+        type: h.type ?? 'unknown',
         linkname: h.linkname ?? undefined,
         size: h.size ?? 0,
         data: () => {
@@ -414,7 +468,7 @@ function parseManifest(text: Buffer, where: string): Manifest {
   } catch (err) {
     throw new TransferError('BACKUP_NO_MANIFEST', `${where}: its ${MANIFEST_FILE} is not readable JSON`, { cause: err });
   }
-  if (manifest?.format !== 'hearth-backup' || (manifest.version !== 1 && manifest.version !== 2) || !Array.isArray(manifest.files)) throw new TransferError('BACKUP_NO_MANIFEST', `${where}: unknown backup format`);
+  if (manifest?.format !== 'hearth-backup' || (manifest.version !== 1 && manifest.version !== 2) || !Array.isArray(manifest.files) || (manifest.dirs !== undefined && !Array.isArray(manifest.dirs))) throw new TransferError('BACKUP_NO_MANIFEST', `${where}: unknown backup format`);
   return manifest;
 }
 
@@ -485,8 +539,17 @@ async function scanArchive(archive: string, sink: FileSink | undefined, onProgre
     problems.push(`no ${MANIFEST_FILE} in the archive: not a hearth backup, or cut short before its end`);
     return { manifest, problems, entries: count };
   }
+  // Restore makes (and chmods) the manifest's folders: they answer to the same rules as entries.
+  for (const d of manifest.dirs ?? []) {
+    const why = unsafeEntry(String(d?.path), 'directory');
+    if (why) throw new TransferError('BACKUP_UNSAFE', `${archive}: folder ${JSON.stringify(d?.path)} in ${MANIFEST_FILE} ${why}; refusing this archive, nothing was restored`);
+  }
   const listed = new Set<string>();
   for (const f of manifest.files) {
+    if (listed.has(f.path)) {
+      problems.push(`${f.path}: listed twice in the manifest`);
+      continue;
+    }
     listed.add(f.path);
     const got = seen.get(f.path);
     if (!got) problems.push(`${f.path}: missing from the archive`);
@@ -494,6 +557,9 @@ async function scanArchive(archive: string, sink: FileSink | undefined, onProgre
     else if (got.sha256 !== f.sha256) problems.push(`${f.path}: checksum differs (changed or damaged)`);
   }
   for (const p of seen.keys()) if (!listed.has(p)) problems.push(`${p}: in the archive but not in its manifest`);
+  // A path cannot be restored as a file and a folder at once.
+  for (const p of listed) for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) if (listed.has(p.slice(0, i))) problems.push(`${p.slice(0, i)}: both a file and a folder in the archive`);
+  for (const d of manifest.dirs ?? []) if (listed.has(d.path)) problems.push(`${d.path}: both a file and a folder in the archive`);
   const counts = countsOf(manifest.files, usersText);
   for (const k of Object.keys(counts) as Array<keyof BackupCounts>) {
     if (counts[k] !== manifest.counts[k]) problems.push(`count of ${k}: ${counts[k]} in the archive, the manifest says ${manifest.counts[k]}`);
@@ -568,18 +634,51 @@ export async function restoreBackup(opts: { archive: string; configDir: string; 
       async (rel, data) => {
         const { top, rest } = split(rel);
         const dest = path.join(staging[top], ...rest);
-        await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
-        await pipeline(data, fs.createWriteStream(dest, { mode: 0o600 }));
+        try {
+          await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+          await pipeline(data, fs.createWriteStream(dest, { mode: 0o600 }));
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code !== 'ENOTDIR' && code !== 'EISDIR' && code !== 'EEXIST') throw err;
+          throw new TransferError('BACKUP_UNSAFE', `${archive}: entry ${JSON.stringify(rel)} is both a file and a folder; refusing this archive, nothing was restored`, { cause: err });
+        }
       },
       opts.onProgress,
     );
     if (problems.length || !manifest) throw new TransferError('BACKUP_DAMAGED', `the backup does not verify, nothing restored:\n  ${problems.slice(0, 20).join('\n  ')}${problems.length > 20 ? `\n  … and ${problems.length - 20} more` : ''}`);
+    // With --force the targets hold files already: a link on the way would be followed out of
+    // the target (by mkdir, rename and chmod), a file where a folder goes would stop the moves
+    // halfway. Both are refused before anything moves.
+    const looked = new Set<string>();
+    const checkWay = async (top: 'config' | 'data', parts: string[]): Promise<void> => {
+      let dir = targets[top];
+      for (const part of parts) {
+        dir = path.join(dir, part);
+        if (looked.has(dir)) continue;
+        looked.add(dir);
+        const st = await fsp.lstat(dir).catch(() => undefined);
+        if (!st) return;
+        if (st.isSymbolicLink()) throw new TransferError('RESTORE_LINK', `${dir} is a symbolic link; restore does not write through links (they can lead outside ${targets[top]}): remove it, or restore into empty folders; nothing was restored`);
+        if (!st.isDirectory()) throw new TransferError('RESTORE_NOT_FOLDER', `${dir} is a file where the backup has a folder; move it away and restore again; nothing was restored`);
+      }
+    };
+    for (const d of manifest.dirs ?? []) {
+      const { top, rest } = split(d.path);
+      await checkWay(top, rest);
+    }
+    for (const f of manifest.files) {
+      const { top, rest } = split(f.path);
+      await checkWay(top, rest.slice(0, -1));
+      const dest = path.join(targets[top], ...rest);
+      if ((await fsp.lstat(dest).catch(() => undefined))?.isDirectory()) throw new TransferError('RESTORE_NOT_FILE', `${dest} is a folder where the backup has a file; move it away and restore again; nothing was restored`);
+    }
     // Verified: move into place. Folders first (empty Maildir folders and their modes), then files.
+    // Modes are permission bits only: no setuid, setgid or sticky bit from an archive.
     for (const d of manifest.dirs ?? []) {
       const { top, rest } = split(d.path);
       const dest = path.join(targets[top], ...rest);
-      await fsp.mkdir(dest, { recursive: true, mode: d.mode });
-      await fsp.chmod(dest, d.mode);
+      await fsp.mkdir(dest, { recursive: true, mode: d.mode & 0o777 });
+      await fsp.chmod(dest, d.mode & 0o777);
     }
     let configFiles = 0;
     let dataFiles = 0;
@@ -587,8 +686,10 @@ export async function restoreBackup(opts: { archive: string; configDir: string; 
       const { top, rest } = split(f.path);
       const dest = path.join(targets[top], ...rest);
       await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+      // A database restored over an older one: the old one's WAL would be replayed onto it.
+      if (SQLITE_FILE.test(dest)) for (const side of ['-wal', '-shm', '-journal']) await fsp.rm(dest + side, { force: true });
       await fsp.rename(path.join(staging[top], ...rest), dest);
-      await fsp.chmod(dest, f.mode);
+      await fsp.chmod(dest, f.mode & 0o777);
       const when = new Date(f.mtimeMs);
       await fsp.utimes(dest, when, when);
       if (top === 'config') configFiles++;
