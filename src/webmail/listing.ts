@@ -338,7 +338,7 @@ export async function searchUids(
   state: SharedFolderState,
   query: SearchQuery,
   readBody: (rec: MessageRecord) => Promise<string>,
-  opts: { signal?: AbortSignal; want?: number; firstAsk?: number } = {},
+  opts: { signal?: AbortSignal; want?: number; firstAsk?: number; belowUid?: number } = {},
 ): Promise<SearchResult> {
   const { signal, want = Number.POSITIVE_INFINITY } = opts;
   const index = userSearch(mb)?.index;
@@ -354,6 +354,9 @@ export async function searchUids(
   // firstAsk: tests make it small, to go through several asks on a small folder.
   let ask = opts.firstAsk ?? Math.max(FIRST_ASK, Number.isFinite(want) ? want * 2 : records.length);
   let i = records.length - 1;
+  // belowUid: a further page of the same search goes on where the last one stopped, so what
+  // the pages already showed stays as it was (the index may have filled in meanwhile).
+  if (opts.belowUid !== undefined) while (i >= 0 && records[i].uid >= opts.belowUid) i--;
   while (i >= 0) {
     // One stretch: records from i down to the oldest index match returned (or to the start).
     let hits: Set<number> | undefined;

@@ -600,12 +600,15 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
         return raw ? bodyTextFromRawSync(raw) : '';
       };
       // Further pages of the same search: ask for at least twice as many as last time, so
-      // scrolling a long result searches again only a few times.
-      const ask = hit?.key === key ? Math.max(want, hit.uids.length * 2) : want;
-      const found = await searchUids(deps.summaries, mb, folder, state, query, readBody, { signal, want: ask });
+      // scrolling a long result searches again only a few times. They go on below the last
+      // match found rather than start again: the pages shown stay as they were, even when the
+      // index has learned meanwhile about messages that were checked without it.
+      const before = hit?.key === key ? hit.uids : [];
+      const ask = before.length > 0 ? Math.max(want, before.length * 2) : want;
+      const found = await searchUids(deps.summaries, mb, folder, state, query, readBody, { signal, want: ask - before.length, belowUid: before.at(-1) });
       // Messages the index does not hold yet (a folder never searched): have them indexed soon.
       if (found.unindexed > 0) indexFolderSoon(mb, folder);
-      hit = { key, uids: found.uids, partial: found.partial, more: found.more };
+      hit = { key, uids: before.length > 0 ? [...before, ...found.uids] : found.uids, partial: found.partial, more: found.more };
       lastSearch.set(s.id, hit);
     }
     const page = hit.uids.slice(offset, offset + limit).map((u) => findRecord(state, u)).filter((r): r is MessageRecord => r !== undefined);
