@@ -670,8 +670,9 @@ export class OutboundQueue {
     const level = counts.deferred + counts.failed > 0 ? 'warn' : 'info';
     log[level]({ ...counts, attempt: Math.max(...due.map((r) => r.attempts)), ms: endedAt - startedAt, replies: due.filter((r) => r.status !== 'delivered').map((r) => `${r.address}: ${r.lastReply}`) }, 'delivery attempt');
     if (outcome?.transcript?.length && counts.delivered < due.length) log.info({ transcript: outcome.transcript.slice(-20) }, 'delivery transcript');
-    // A retry is minutes away: it reads the file then.
-    if (counts.deferred > 0) this.#dropBody(entry.id);
+    // A retry is minutes away: it reads the file then. With nothing left to deliver the body is
+    // not needed again (a notice reads the file), however long the entry waits for its notice.
+    if (counts.deferred > 0 || entry.recipients.every(isFinal)) this.#dropBody(entry.id);
     // All delivered: removing the state file (#finish, then a directory sync) is the durable
     // record of the outcome, so the state is not written once more just before it goes.
     if (!entry.recipients.every((r) => r.status === 'delivered')) {
@@ -833,9 +834,11 @@ export class OutboundQueue {
     try {
       await fh.sync();
     } catch (err) {
-      // Some file systems refuse fsync on a directory (the rename is still atomic). Anything
-      // else (say the handle was closed by stop()) gets a fresh handle: never a silent skip.
+      // Some file systems refuse fsync on a directory (the rename is still atomic). A handle
+      // closed under us (stop()) gets a fresh one: never a silent skip. Any other error fails the
+      // write: after a failed fsync a second one can succeed with nothing made safe.
       if (isDirSyncRefused(err)) return;
+      if ((err as NodeJS.ErrnoException | undefined)?.code !== 'EBADF') throw err;
       if (this.#dirHandle === opening) this.#dirHandle = undefined;
       const fresh = await fsp.open(this.dir, 'r');
       try {
@@ -880,7 +883,8 @@ export class OutboundQueue {
         }
       }
       await fsp.unlink(this.#msgPath(entry.id)).catch(noop);
-      if (this.#fsync) await this.#dirSync.sync(this.dir);
+      // Callers do not all await this (start(), a late answer): a failed sync is logged, not thrown.
+      if (this.#fsync) await this.#dirSync.sync(this.dir).catch((err: unknown) => this.#log.error({ queueId: entry.id, err: errText(err) }, 'cannot sync the queue folder after a removal'));
     });
     this.#writes.set(entry.id, removal);
     await removal.finally(() => {

@@ -185,6 +185,8 @@ const MAX_REPLY_LINES = 200;
 const TRANSCRIPT_LINES = 40;
 /** RSET on a reused connection (Postfix's smtp_rset_timeout is 20 s too). */
 const PROBE_TIMEOUT_MS = 20_000;
+/** QUIT on an idle connection: nothing is at stake, so a silent remote does not hold a shutdown. */
+const IDLE_QUIT_TIMEOUT_MS = 2_000;
 const TRANSCRIPT_LINE_CHARS = 400;
 
 /** A connection-level failure: what every undecided recipient gets. */
@@ -334,7 +336,7 @@ export class RelayClient extends StateMachine<State> {
     const closed = new Promise<void>((resolve) => (!socket || socket.closed ? resolve() : socket.once('close', () => resolve())));
     if (this.state === 'IDLE') {
       clearTimeout(this.#idleTimer);
-      this.#enqueue(() => this.#quit());
+      this.#enqueue(() => this.#quitIdle());
     }
     return closed;
   }
@@ -539,7 +541,7 @@ export class RelayClient extends StateMachine<State> {
     this.#idleTimer = setTimeout(() => {
       if (this.state !== 'IDLE') return;
       this.#note(`idle for ${idleMs} ms`);
-      this.#enqueue(() => this.#quit());
+      this.#enqueue(() => this.#quitIdle());
     }, idleMs);
     this.#idleTimer.unref();
     this.#socket?.unref();
@@ -563,7 +565,8 @@ export class RelayClient extends StateMachine<State> {
       this.log.info({ id: r.id, delivered: count('delivered'), deferred: count('deferred'), failed: count('failed') }, 'relay attempt');
     }
     const session: RelaySession = { results, transcript: [...this.#transcript], remote: { ...this.#remote } };
-    if (this.#probing && this.#failure) session.staleConnection = true;
+    // An abort is the caller's doing, not a dead connection: no other connection is tried for it.
+    if (this.#probing && this.#failure && this.#failure.code !== 'RELAY_ABORTED') session.staleConnection = true;
     this.#probing = false;
     resolve(session);
   }
@@ -575,6 +578,11 @@ export class RelayClient extends StateMachine<State> {
   async #quit(): Promise<void> {
     this.transition('QUIT', 'done');
     await this.#send('QUIT');
+  }
+
+  async #quitIdle(): Promise<void> {
+    this.#idle.QUIT = Math.min(this.#timeouts.quit, IDLE_QUIT_TIMEOUT_MS);
+    await this.#quit();
   }
 
   #decide(job: Job, index: number, status: Status, reply: SmtpReply, state: string, text: string = reply.text): void {

@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { DeliveryOutcome, QueueEntry } from '../../src/queue/queue.ts';
 import { answerAll, deferred, makeQueue, message, removeDir, settle, tempDir, waitFor } from './helpers.ts';
 import type { Harness } from './helpers.ts';
@@ -43,6 +44,32 @@ describe('enqueue', () => {
     // The message's temporary file is gone (a state .tmp may be the attempt being recorded now).
     expect((await readdir(h.dir)).filter((n) => n.includes('.eml.'))).toEqual([]);
     gate.resolve({ recipients: [{ address: 'bob@remote.test', status: 'delivered', reply: '250 ok' }] });
+  });
+
+  it('refuses the message when the folder sync fails with an I/O error, instead of syncing again', async () => {
+    const h = await queueWith({ deliver: answerAll('delivered', '250 ok') });
+    // Every FileHandle shares one prototype: make the next directory fsync fail as a disk would.
+    const probe = await open(h.dir, 'r');
+    const proto = Object.getPrototypeOf(probe) as { sync(this: FileHandle): Promise<void> };
+    await probe.close();
+    const realSync = proto.sync;
+    let failures = 0;
+    const spy = vi.spyOn(proto, 'sync').mockImplementation(async function (this: FileHandle) {
+      if (failures === 0 && (await this.stat()).isDirectory()) {
+        failures++;
+        throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+      }
+      return realSync.call(this);
+    });
+    try {
+      // After a failed fsync a second one may report success with nothing on disk (Linux clears
+      // the error): the message must not be acknowledged.
+      await expect(h.queue.enqueue({ from: 'alice@hearth.example', recipients: [{ address: 'bob@remote.test' }] }, message('eio'))).rejects.toMatchObject({ code: 'QUEUE_IO' });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(failures).toBe(1);
+    expect(h.queue.list()).toEqual([]);
   });
 
   it('streams content from an async iterable and rejects an envelope without recipients', async () => {
@@ -125,6 +152,38 @@ describe('delivery', () => {
     await waitFor(async () => (await readdir(dir)).length === 0, 'files removed once delivered');
     expect(h.queue.list()).toEqual([]);
   });
+
+  it('keeps no message body in memory once nothing is left to deliver, even while the failure notice waits', async () => {
+    // 32 messages of 1 MB (the in-memory limit in all) fail for good, and their notices cannot be
+    // sent, so they stay queued. Their bodies are not needed again (a notice reads the file).
+    const filler = Buffer.alloc(1024 * 1024, 'x');
+    const probeBody = message('probe');
+    let notices = 0;
+    let probeSeen: Buffer | undefined;
+    let dir = '';
+    const h = await queueWith({
+      deliver: async (job) => {
+        if (!job.recipients[0].address.startsWith('probe')) return answerAll('failed', '550 5.1.1 no such user')(job);
+        // The file changes under the probe: what deliver reads shows whether the body came from memory.
+        await writeFile(path.join(dir, `${job.entry.id}.eml`), Buffer.from('changed on disk\r\n'));
+        const parts: Buffer[] = [];
+        for await (const c of job.open()) parts.push(Buffer.from(c as Buffer));
+        probeSeen = Buffer.concat(parts);
+        return answerAll('delivered', '250 ok')(job);
+      },
+      bounce: async () => {
+        notices++;
+        throw new Error('mailbox of the sender is full');
+      },
+    });
+    dir = h.dir;
+    for (let i = 0; i < 32; i++) await h.queue.enqueue({ from: 'alice@hearth.example', recipients: [{ address: `nobody${i}@remote.test` }] }, filler);
+    await waitFor(() => notices === 32, 'every failure notice tried', 20_000);
+    expect(h.queue.list()).toHaveLength(32);
+    await h.queue.enqueue({ from: 'alice@hearth.example', recipients: [{ address: 'probe@remote.test' }] }, probeBody);
+    await waitFor(() => probeSeen !== undefined, 'probe delivered');
+    expect(probeSeen!.equals(probeBody)).toBe(true);
+  }, 30_000);
 
   it('retries a 4xx with backoff and succeeds on a later attempt', async () => {
     const replies = ['451 4.7.1 greylisted, try again later (from mx.remote.test)', '421 4.3.2 busy (from mx.remote.test)'];
@@ -320,6 +379,42 @@ describe('restart', () => {
     second.advance(10 * MIN);
     await waitFor(() => second.queue.list().length === 0, 'resumed and delivered');
     expect(second.calls.map((c) => c.recipients.map((r) => r.address))).toEqual([['later@remote.test']]);
+  });
+
+  it('a failed folder sync while removing a finished entry at start is logged, not an unhandled rejection', async () => {
+    const dir = await tempDir();
+    const hung = await makeQueue({ dir, deliver: () => new Promise(() => {}) });
+    const id = await hung.queue.enqueue({ from: 'alice@hearth.example', recipients: [{ address: 'bob@remote.test' }] }, message());
+    await waitFor(() => hung.calls.length === 1, 'attempt running');
+    await hung.scheduler.stop({ abort: false, graceMs: 0 });
+    // What a crash can leave: a state that says every recipient is done, still on disk.
+    const state = JSON.parse(await readFile(path.join(dir, `${id}.json`), 'utf8')) as { entry: QueueEntry };
+    state.entry.recipients[0].status = 'delivered';
+    await writeFile(path.join(dir, `${id}.json`), JSON.stringify(state));
+
+    const probe = await open(dir, 'r');
+    const proto = Object.getPrototypeOf(probe) as { sync(this: FileHandle): Promise<void> };
+    await probe.close();
+    const realSync = proto.sync;
+    const spy = vi.spyOn(proto, 'sync').mockImplementation(async function (this: FileHandle) {
+      if ((await this.stat()).isDirectory()) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+      return realSync.call(this);
+    });
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown): void => {
+      rejections.push(reason);
+    };
+    process.on('unhandledRejection', onRejection);
+    try {
+      const restarted = await queueWith({ dir, clock: hung.clock, deliver: answerAll('delivered', '250 ok') });
+      await waitFor(() => restarted.queue.list().length === 0, 'finished entry removed');
+      await waitFor(() => !existsSync(path.join(dir, `${id}.eml`)), 'message file removed');
+      await settle();
+    } finally {
+      process.off('unhandledRejection', onRejection);
+      spy.mockRestore();
+    }
+    expect(rejections).toEqual([]);
   });
 
   it('records the attempt before deliver runs, so a crash mid-attempt retries at the backoff time', async () => {

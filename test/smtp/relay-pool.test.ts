@@ -210,6 +210,43 @@ describe('relay pool: never reuse what went wrong', () => {
     expect(p.idleConnections).toBe(0);
   });
 
+  it('a delivery aborted during its RSET probe is deferred and costs no other idle connection', async () => {
+    // The connection that gets the first RSET never answers it; the other stays healthy and idle.
+    let stalled: number | undefined;
+    const raw = await rawServer(script((conn, line) => line === 'RSET' && (stalled ??= conn.id) === conn.id));
+    const p = pool();
+    await Promise.all([p.relay(plain(raw.port), [message(0)], opts()), p.relay(plain(raw.port), [message(1)], opts())]);
+    expect(p.idleConnections).toBe(2);
+    const ac = new AbortController();
+    const rset = raw.nextLine((l) => l === 'RSET');
+    const pending = p.relay(plain(raw.port), [message(2)], opts({ signal: ac.signal }));
+    await rset;
+    ac.abort(new Error('deadline'));
+    const session = await pending;
+    // Not a dead connection: an abort. The message is deferred, and no other connection is tried.
+    expect(session.staleConnection).toBeUndefined();
+    expect(session.results[0].recipients[0]).toMatchObject({ status: 'deferred', text: expect.stringContaining('RELAY_ABORTED') });
+    expect(p.idleConnections).toBe(1);
+    expect(p.connectionsOpened).toBe(2);
+    expect(raw.commands.filter((l) => l === 'RSET')).toHaveLength(1);
+    // The surviving connection still carries mail.
+    expect((await p.relay(plain(raw.port), [message(3)], opts())).results[0].recipients[0].status).toBe('delivered');
+    expect(raw.connections()).toBe(2);
+  });
+
+  it('closing the pool does not wait the full QUIT timeout on a remote that never answers QUIT', async () => {
+    const raw = await rawServer(script((_conn, line) => line === 'QUIT'));
+    const p = pool();
+    // The production QUIT timeout (60 s): an idle connection has nothing at stake, so closing it must not take that long.
+    await p.relay(plain(raw.port), [message(0)], opts({ timeouts: short({ quit: 60_000 }) }));
+    const quit = raw.nextLine((l) => l === 'QUIT');
+    const started = performance.now();
+    await p.close();
+    await quit;
+    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(p.idleConnections).toBe(0);
+  }, 15_000);
+
   it('an idle connection QUITs after idleMs', async () => {
     const raw = await rawServer(script());
     const p = pool({ idleMs: 50 });
