@@ -10,7 +10,8 @@
 //
 // Consistent while the server runs: Maildir files never change once in new/ or cur/ (only their
 // names do, when flags change), so each is copied as it is; a message renamed between listing
-// and copying is looked for again under its new name, and a file gone meanwhile (an expunged
+// and copying (flags changed, moved to another folder of its user, its folder renamed) is looked
+// for again where it is now and archived there, once; a file gone meanwhile (an expunged
 // message, a delivered queue entry, a deleted folder's index) is left out and counted. SQLite
 // databases (mailbox indexes, junk tokens, the gather ledger) are copied with SQLite's online
 // backup, so each is a consistent snapshot (their -wal/-shm files are left out); on start the
@@ -59,7 +60,10 @@ const SMALL_FILE = 1 << 20;
 const MANIFEST_MAX = 512 << 20;
 const STAGING_PREFIX = '.hearth-restore-';
 
-type Walked = { abs: string; rel: string; size: number };
+/** `id`: the file's device, inode and size when listed, which a rename (flags, MOVE, folder RENAME) keeps. */
+type Walked = { abs: string; rel: string; size: number; id?: string };
+
+const fileId = (st: fs.Stats): string => `${st.dev}:${st.ino}:${st.size}`;
 
 /** Files and folders under `root` (relative paths with /), skipping what a backup leaves out. */
 async function walk(root: string, skipDir?: string): Promise<{ files: Walked[]; dirs: ManifestDir[] }> {
@@ -92,7 +96,7 @@ async function walk(root: string, skipDir?: string): Promise<{ files: Walked[]; 
         // A link to a file (certbot's live/ certificates) is backed up as the file it points to;
         // links to folders are not followed (they could loop or leave the tree).
         const st = await fsp.stat(abs).catch(() => undefined);
-        if (e.isFile() || st?.isFile()) files.push({ abs, rel: r, size: st?.size ?? 0 });
+        if (e.isFile() || st?.isFile()) files.push({ abs, rel: r, size: st?.size ?? 0, id: st ? fileId(st) : undefined });
       }
     }
   };
@@ -107,19 +111,96 @@ async function isMaildirTmp(parent: string): Promise<boolean> {
 const baseName = (name: string): string => (name.includes(':') ? name.slice(0, name.indexOf(':')) : name);
 
 /**
- * A Maildir message renamed since it was listed (flags changed): the same base name in cur/ now.
- * `listings` holds each cur/ read once (base name -> file name), shared by the messages of a round.
+ * The listings of one retry round, shared by every message looked for in it: each folder's cur/
+ * and new/ is read at most once a round, however many messages are looked for (marking a 100k
+ * folder read renames every file in it; moving it to Trash, or renaming the folder, moves them all).
  */
-async function findRenamed(abs: string, listings: Map<string, Map<string, string>>): Promise<string | undefined> {
-  const cur = path.join(path.dirname(path.dirname(abs)), 'cur');
-  let names = listings.get(cur);
-  if (!names) {
-    names = new Map((await fsp.readdir(cur).catch(() => [] as string[])).map((n) => [baseName(n), n]));
-    listings.set(cur, names);
+class RoundListings {
+  readonly #dirs = new Map<string, Map<string, string>>();
+  readonly #folders = new Map<string, string[]>();
+  readonly #ids = new Map<string, Map<string, string>>();
+
+  /** Base name -> file name in `dir`. */
+  async names(dir: string): Promise<Map<string, string>> {
+    let names = this.#dirs.get(dir);
+    if (!names) {
+      names = new Map((await fsp.readdir(dir).catch(() => [] as string[])).map((n) => [baseName(n), n]));
+      this.#dirs.set(dir, names);
+    }
+    return names;
   }
-  const found = names.get(baseName(path.basename(abs)));
-  return found ? path.join(cur, found) : undefined;
+
+  /** A user's Maildir folders: the user's own folder (INBOX) and its Maildir++ `.Name` folders. */
+  async folders(userDir: string): Promise<string[]> {
+    let dirs = this.#folders.get(userDir);
+    if (!dirs) {
+      const entries = await fsp.readdir(userDir, { withFileTypes: true }).catch(() => [] as fs.Dirent[]);
+      const subs = entries.filter((e) => e.isDirectory() && e.name.startsWith('.') && e.name !== '.' && e.name !== '..' && !e.name.startsWith(STAGING_PREFIX));
+      dirs = [userDir, ...subs.map((e) => path.join(userDir, e.name)).sort()];
+      this.#folders.set(userDir, dirs);
+    }
+    return dirs;
+  }
+
+  /**
+   * File id -> path of the files in a user's folders that are not in the archive: only those can
+   * be a message that got a new base name (hearth's MOVE names the moved file afresh). Files
+   * already archived were listed before, so they are skipped without a stat.
+   */
+  async ids(userDir: string, archived: (abs: string) => boolean): Promise<Map<string, string>> {
+    let ids = this.#ids.get(userDir);
+    if (!ids) {
+      ids = new Map();
+      for (const folder of await this.folders(userDir)) {
+        for (const sub of ['cur', 'new']) {
+          for (const name of (await this.names(path.join(folder, sub))).values()) {
+            const abs = path.join(folder, sub, name);
+            if (archived(abs)) continue;
+            const st = await fsp.stat(abs).catch(() => undefined);
+            if (st?.isFile()) ids.set(fileId(st), abs);
+          }
+        }
+      }
+      this.#ids.set(userDir, ids);
+    }
+    return ids;
+  }
 }
+
+/**
+ * Where a Maildir message that vanished from its listed path is now, or undefined when it is gone
+ * (expunged). In order: renamed in its folder (flags changed: the same base name in cur/); already
+ * archived under another path (`archivedIds`: moved while the folders were being listed, or a
+ * COPY's hard link whose original was expunged since); moved to another folder of the same user
+ * (IMAP MOVE, webmail, a folder RENAME): the same base name in that folder's cur/ or new/, or,
+ * since hearth's MOVE gives the moved file a new base name, the same file (device, inode, size)
+ * among the files not archived yet. The caller checks the answer is not archived already.
+ */
+async function findMessage(s: Walked, dataDir: string, round: RoundListings, archivedIds: Map<string, string>, archived: (abs: string) => boolean): Promise<string | undefined> {
+  const folder = path.dirname(path.dirname(s.abs));
+  const base = baseName(path.basename(s.abs));
+  const inPlace = (await round.names(path.join(folder, 'cur'))).get(base);
+  if (inPlace) return path.join(folder, 'cur', inPlace);
+  const already = s.id ? archivedIds.get(s.id) : undefined;
+  if (already) return already;
+  // INBOX is the user's folder itself; any other folder is a `.Name` inside it.
+  const userDir = path.basename(folder).startsWith('.') ? path.dirname(folder) : folder;
+  // Only a user's folders inside the data folder (hearth's <domain>/<user>), never a Maildir at its root or above it.
+  if (!strictlyInside(userDir, dataDir)) return undefined;
+  for (const other of await round.folders(userDir)) {
+    for (const sub of ['cur', 'new']) {
+      if (other === folder && sub === 'cur') continue;
+      const name = (await round.names(path.join(other, sub))).get(base);
+      if (name) return path.join(other, sub, name);
+    }
+  }
+  return s.id ? (await round.ids(userDir, archived)).get(s.id) : undefined;
+}
+
+const strictlyInside = (p: string, root: string): boolean => {
+  const rel = path.relative(root, p);
+  return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+};
 
 const isMessage = (rel: string): boolean => /(^|\/)(cur|new)\/[^/]+$/.test(rel) && !rel.startsWith('config/');
 
@@ -310,27 +391,69 @@ export async function createBackup(opts: { configDir: string; dataDir: string; o
       doneBytes += s.size;
       opts.onProgress?.({ done: Math.min(doneBytes, totalBytes), total: totalBytes, file: s.rel, unit: 'bytes' });
     }
-    // Messages renamed since the listing, under their new names: each cur/ is read once a round,
-    // not once a message (marking a 100k folder read renames every file in it).
-    for (let round = 0; round < 3 && renamedLater.length; round++) {
-      const listings = new Map<string, Map<string, string>>();
-      const again: Walked[] = [];
-      for (const s of renamedLater) {
-        if (writeFailed) throw writeFailed;
-        const renamed = await findRenamed(s.abs, listings);
-        if (!renamed) {
-          vanished++;
-          continue;
+    // Messages renamed or moved since the listing, archived once under the path where they are
+    // now (see findMessage); each folder is listed once a round, not once a message. A message
+    // moved into a folder whose index was snapshotted before the move is in the archive but not
+    // in that index: on restore, the reconcile on SELECT (sync) adds it, as for a file another
+    // program put there; the index of the folder it left still lists it, and the same reconcile
+    // expunges that entry, the Maildir files being the truth.
+    if (renamedLater.length) {
+      const dataDir = path.resolve(opts.dataDir);
+      const relOf = (abs: string): string => `data/${path.relative(dataDir, abs).split(path.sep).join('/')}`;
+      // Never the same file twice: what is archived, by path and by file id (listed before).
+      const archivedPaths = new Set(files.map((f) => f.path));
+      const archivedIds = new Map<string, string>();
+      for (const w of sources) if (w.id && isMessage(w.rel) && archivedPaths.has(w.rel)) archivedIds.set(w.id, w.abs);
+      const dirPaths = new Set(dirs.map((d) => d.path));
+      const archived = (abs: string): boolean => archivedPaths.has(relOf(abs));
+      for (let round = 0; round < 3 && renamedLater.length; round++) {
+        const listings = new RoundListings();
+        const again: Walked[] = [];
+        for (const s of renamedLater) {
+          if (writeFailed) throw writeFailed;
+          const found = await findMessage(s, dataDir, listings, archivedIds, archived);
+          if (!found) {
+            vanished++;
+            continue;
+          }
+          const rel = relOf(found);
+          if (archivedPaths.has(rel)) continue;
+          // A folder made since the listing (the new name of a renamed folder): its Maildir
+          // folders and marker too, so it restores whole.
+          const folder = path.dirname(path.dirname(found));
+          if (strictlyInside(folder, dataDir) && !dirPaths.has(relOf(folder))) {
+            for (const d of [folder, ...['cur', 'new', 'tmp'].map((sub) => path.join(folder, sub))]) {
+              const st = await fsp.stat(d).catch(() => undefined);
+              const dRel = relOf(d);
+              if (!st?.isDirectory() || dirPaths.has(dRel)) continue;
+              dirs.push({ path: dRel, mode: st.mode & 0o777 });
+              dirPaths.add(dRel);
+              await addDirEntry(pack, dRel, st.mode & 0o777, now);
+            }
+            const marker = path.join(folder, 'maildirfolder');
+            if (!archived(marker)) {
+              const added = await addLiveFile(pack, marker, relOf(marker)).catch((err: unknown) => {
+                if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+                throw err;
+              });
+              if (added) {
+                files.push(added);
+                archivedPaths.add(added.path);
+              }
+            }
+          }
+          try {
+            files.push(await addLiveFile(pack, found, rel));
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+            again.push({ ...s, abs: found, rel });
+            continue;
+          }
+          archivedPaths.add(rel);
+          if (s.id) archivedIds.set(s.id, found);
         }
-        const rel = s.rel.replace(/(cur|new)\/[^/]+$/, `cur/${path.basename(renamed)}`);
-        try {
-          files.push(await addLiveFile(pack, renamed, rel));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-          again.push({ ...s, abs: renamed, rel });
-        }
+        renamedLater = again;
       }
-      renamedLater = again;
     }
     vanished += renamedLater.length;
     const usersText = await fsp.readFile(path.join(opts.configDir, 'users'), 'utf8').catch(() => '');
