@@ -74,6 +74,35 @@ export const ALL_LISTENERS = ['pop3 = "starttls"', 'pop3s = "implicit"', 'imap =
   })
   .join('\n');
 
+/**
+ * A hearth.toml for mail.example.test serving example.test on the usual public ports (SMTP,
+ * submission, submissions, IMAPS; webmail on 127.0.0.1:8080), telling clients `addresses`; for
+ * tests that read a config, not run it. `moreListeners` adds [listeners.*] blocks.
+ */
+export function publicConfigToml(addresses: string[], moreListeners = ''): string {
+  return `
+hostname = "mail.example.test"
+domains = ["example.test"]
+[listeners.smtp]
+listen = ":25"
+tls = "starttls"
+[listeners.submission]
+listen = ":587"
+tls = "starttls"
+[listeners.submissions]
+listen = ":465"
+tls = "implicit"
+[listeners.imaps]
+listen = ":993"
+tls = "implicit"
+${moreListeners}[listeners.http]
+listen = "127.0.0.1:8080"
+tls = "plain"
+[client]
+addresses = [${addresses.map((a) => `"${a}"`).join(', ')}]
+`;
+}
+
 /** Files in a user's new/ (INBOX) folder. */
 export async function inboxFiles(dataDir: string, address: string): Promise<Array<{ name: string; content: Buffer }>> {
   const [user, domain] = address.split('@');

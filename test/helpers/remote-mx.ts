@@ -1,6 +1,11 @@
 // A remote domain's MX for tests: an smtp-server on loopback that records what it accepts,
 // and a bounded wait for something to happen (mail to arrive, a queue to drain).
 import { SMTPServer } from 'smtp-server';
+import { afterAll, beforeAll } from 'vitest';
+import { startDnsServer } from './dns-server.ts';
+import type { DnsServer, DnsZone } from './dns-server.ts';
+import { makeSetup, startTestHearth } from './hearth.ts';
+import type { TestSetup } from './hearth.ts';
 
 export type Received = { from: string; to: string[]; raw: Buffer };
 export type RemoteMx = { received: Received[]; port: number; close(): Promise<void> };
@@ -56,4 +61,26 @@ export async function stopAll(...parts: Stoppable[]): Promise<void> {
     if (!part) continue;
     await ('close' in part ? part.close() : part.cleanup());
   }
+}
+
+export type RelaySuite = { remote: RemoteMx; dns: DnsServer; setup: TestSetup; hearth: Awaited<ReturnType<typeof startTestHearth>> };
+
+/**
+ * For a describe block: before its tests, a remote MX (accepting everything), a DNS server
+ * answering `zone`, and a test hearth relaying through them (makeSetup's options, `toml` after
+ * relayToml's lines); `ready` runs last. All are stopped after its tests. The object returned is
+ * filled in by that beforeAll.
+ */
+export function relaySuite(opts: Parameters<typeof makeSetup>[0] & { zone: DnsZone; ready?: (suite: RelaySuite) => Promise<unknown> }): RelaySuite {
+  const { zone, ready, toml = '', ...setupOpts } = opts;
+  const suite = {} as RelaySuite;
+  beforeAll(async () => {
+    suite.remote = await startRemoteMx();
+    suite.dns = await startDnsServer(zone);
+    suite.setup = await makeSetup({ ...setupOpts, toml: relayToml(suite.remote, suite.dns) + toml });
+    suite.hearth = await startTestHearth(suite.setup);
+    await ready?.(suite);
+  });
+  afterAll(() => stopAll(suite.hearth, suite.remote, suite.dns, suite.setup));
+  return suite;
 }

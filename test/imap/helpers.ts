@@ -4,22 +4,34 @@ import type { AssembledCommand, AssemblerOptions, AssemblerResult } from '../../
 import { parseCommand } from '../../src/imap/parse.ts';
 import type { CommandOf, ImapCommand, ParseError, ParseOptions } from '../../src/imap/parse.ts';
 
+export type FeedOptions = {
+  /**
+   * Hand the assembler a literal of `size` bytes from `rest`, the wire after its line; returns
+   * what is left of the wire, or undefined to stop there. Default: the whole literal at once.
+   */
+  literal?: (size: number, rest: Buffer) => Buffer | undefined;
+  /** Stop at an error that closes the connection, as a session does. */
+  stopOnClose?: boolean;
+};
+
 /** Split wire bytes into the assembler's events; returns every result in order. */
-export function feed(asm: CommandAssembler, wire: Buffer | string): AssemblerResult[] {
-  let buf = typeof wire === 'string' ? Buffer.from(wire, 'utf8') : wire;
+export function feed(asm: CommandAssembler, wire: Buffer | string, opts: FeedOptions = {}): AssemblerResult[] {
+  const literal = opts.literal ?? ((size: number, rest: Buffer) => {
+    const take = rest.subarray(0, size);
+    asm.addLiteral(take);
+    return rest.subarray(take.length);
+  });
+  let buf: Buffer | undefined = typeof wire === 'string' ? Buffer.from(wire, 'utf8') : wire;
   const out: AssemblerResult[] = [];
-  while (buf.length > 0) {
+  while (buf && buf.length > 0) {
     const lf = buf.indexOf(0x0a);
     if (lf < 0) break;
     const line = buf.subarray(0, lf > 0 && buf[lf - 1] === 0x0d ? lf - 1 : lf);
     buf = buf.subarray(lf + 1);
     const r = asm.push(line);
     out.push(r);
-    if (r.kind === 'need-literal') {
-      const take = buf.subarray(0, r.size);
-      asm.addLiteral(take);
-      buf = buf.subarray(take.length);
-    }
+    if (r.kind === 'error' && r.close && opts.stopOnClose) break;
+    if (r.kind === 'need-literal') buf = literal(r.size, buf);
   }
   return out;
 }

@@ -19,6 +19,15 @@ export async function startImapHearth(extraToml = ''): Promise<{ setup: TestSetu
 
 /** Deliver over SMTP, like mail arriving from outside. */
 export async function deliver(port: number, to: string, subject: string, body = 'Hello.', extraHeaders = ''): Promise<void> {
+  const header = `From: Sender <sender@remote.example>\r\nTo: <${to}>\r\nSubject: ${subject}\r\nDate: Mon, 2 Feb 2026 10:00:00 +0000\r\nMessage-ID: <${Math.random().toString(36).slice(2)}@t>\r\n${extraHeaders}`;
+  await deliverRaw(port, to, header, body);
+}
+
+/**
+ * Deliver over SMTP from sender@remote.example: `header` (its lines each ending in CRLF) as
+ * given, then a blank line and `body`, dot-stuffed here. Insists that RCPT and DATA are accepted.
+ */
+export async function deliverRaw(port: number, to: string, header: string, body: string): Promise<void> {
   const c = await RawSmtp.connect(port);
   await c.reply();
   await c.command('EHLO test');
@@ -26,7 +35,7 @@ export async function deliver(port: number, to: string, subject: string, body = 
   expect(await c.command(`RCPT TO:<${to}>`)).toMatch(/^250/);
   await c.command('DATA');
   const stuffed = body.replace(/^\./gm, '..');
-  c.send(`From: Sender <sender@remote.example>\r\nTo: <${to}>\r\nSubject: ${subject}\r\nDate: Mon, 2 Feb 2026 10:00:00 +0000\r\nMessage-ID: <${Math.random().toString(36).slice(2)}@t>\r\n${extraHeaders}\r\n${stuffed}\r\n.\r\n`);
+  c.send(`${header}\r\n${stuffed}\r\n.\r\n`);
   expect(await c.reply()).toMatch(/^250/);
   await c.command('QUIT');
   c.close();

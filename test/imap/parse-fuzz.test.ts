@@ -6,18 +6,8 @@ import type { AssemblerResult } from '../../src/imap/assembler.ts';
 import { isDone, parseCommand } from '../../src/imap/parse.ts';
 import { decodeMailboxName, encodeMailboxName } from '../../src/imap/mailbox-name.ts';
 import { parseSequenceSet, resolveSequence } from '../../src/imap/sequence.ts';
-
-/** mulberry32: small, seeded, repeatable. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from '../helpers/prng.ts';
+import { feed } from './helpers.ts';
 
 const SEEDS = [
   'A1 UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date Message-ID Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)])',
@@ -66,33 +56,25 @@ function randomInput(rand: () => number): Buffer {
 
 /** Drive the assembler exactly as a session would, with random chunking of literals. */
 function drive(asm: CommandAssembler, wire: Buffer, rand: () => number): AssemblerResult[] {
-  const out: AssemblerResult[] = [];
-  let buf = wire;
-  while (buf.length > 0) {
-    const lf = buf.indexOf(0x0a);
-    if (lf < 0) break;
-    const line = buf.subarray(0, lf > 0 && buf[lf - 1] === 0x0d ? lf - 1 : lf);
-    buf = buf.subarray(lf + 1);
-    const r = asm.push(line);
-    out.push(r);
-    if (r.kind === 'error' && r.close) break;
-    if (r.kind === 'need-literal') {
+  return feed(asm, wire, {
+    stopOnClose: true,
+    literal(size, rest) {
       // The session may refuse: it then resets. Otherwise it reads what is there.
       if (rand() < 0.05) {
         asm.reset();
-        continue;
+        return rest;
       }
-      let need = r.size;
+      let need = size;
+      let buf = rest;
       while (need > 0 && buf.length > 0) {
         const take = Math.min(need, buf.length, 1 + Math.floor(rand() * 5));
         asm.addLiteral(buf.subarray(0, take));
         buf = buf.subarray(take);
         need -= take;
       }
-      if (need > 0) break; // peer ended mid-literal
-    }
-  }
-  return out;
+      return need > 0 ? undefined : buf; // undefined: the peer ended mid-literal
+    },
+  });
 }
 
 describe('parser fuzz', () => {

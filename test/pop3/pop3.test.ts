@@ -5,23 +5,13 @@ import { join } from 'node:path';
 import { ALL_LISTENERS, makeSetup, startTestHearth } from '../helpers/hearth.ts';
 import type { TestSetup } from '../helpers/hearth.ts';
 import { RawLines } from '../helpers/raw-lines.ts';
-import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { runPython } from '../helpers/python.ts';
+import { deliverRaw } from '../imap/imap-helpers.ts';
+import type { Running } from '../imap/imap-helpers.ts';
 
-type Running = Awaited<ReturnType<typeof startTestHearth>>;
-
-/** Deliver over SMTP, like mail arriving from outside. */
-async function deliver(port: number, to: string, subject: string, body: string): Promise<void> {
-  const c = await RawSmtp.connect(port);
-  await c.reply();
-  await c.command('EHLO test');
-  await c.command('MAIL FROM:<sender@remote.example>');
-  expect(await c.command(`RCPT TO:<${to}>`)).toMatch(/^250/);
-  await c.command('DATA');
-  const stuffed = body.replace(/^\./gm, '..');
-  c.send(`Subject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@t>\r\n\r\n${stuffed}\r\n.\r\n`);
-  expect(await c.reply()).toMatch(/^250/);
-  c.close();
+/** Deliver over SMTP, like mail arriving from outside: a message of just Subject and Message-ID. */
+function deliver(port: number, to: string, subject: string, body: string): Promise<void> {
+  return deliverRaw(port, to, `Subject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@t>\r\n`, body);
 }
 
 const POPLIB_SESSION = `

@@ -1,23 +1,11 @@
 import { simpleParser } from 'mailparser';
 import type { ParsedMail } from 'mailparser';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { buildDsn } from '../../src/queue/dsn.ts';
 import type { DeliveryOutcome, QueueEntry } from '../../src/queue/queue.ts';
-import { answerAll, makeQueue, message, removeDir, settle, waitFor } from './helpers.ts';
-import type { Harness } from './helpers.ts';
+import { answerAll, message, queuesPerTest, settle, waitFor } from './helpers.ts';
 
-const harnesses: Harness[] = [];
-async function queueWith(opts: Parameters<typeof makeQueue>[0]): Promise<Harness> {
-  const h = await makeQueue(opts);
-  harnesses.push(h);
-  return h;
-}
-afterEach(async () => {
-  for (const h of harnesses.splice(0)) {
-    await h.shutdown();
-    await removeDir(h.dir);
-  }
-});
+const queueWith = queuesPerTest();
 
 const MIN = 60_000;
 const REJECT = '550 5.1.1 <bob@remote.test>: no such user (in reply to RCPT TO, from mx1.remote.test)';

@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises';
+import { afterEach } from 'vitest';
 import os from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../../src/core/log.ts';
@@ -95,6 +96,25 @@ export async function makeQueue(opts: {
       await queue.stop({ graceMs: 2_000 });
       await scheduler.stop({ graceMs: 2_000 });
     },
+  };
+}
+
+/**
+ * makeQueue for a test file: call once at its top; every queue it makes is shut down, and its
+ * folder removed, after each test.
+ */
+export function queuesPerTest(): (opts: Parameters<typeof makeQueue>[0]) => Promise<Harness> {
+  const harnesses: Harness[] = [];
+  afterEach(async () => {
+    for (const h of harnesses.splice(0)) {
+      await h.shutdown();
+      await removeDir(h.dir);
+    }
+  });
+  return async (opts) => {
+    const h = await makeQueue(opts);
+    harnesses.push(h);
+    return h;
   };
 }
 

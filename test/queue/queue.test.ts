@@ -2,23 +2,11 @@ import { existsSync } from 'node:fs';
 import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { DeliveryOutcome, QueueEntry } from '../../src/queue/queue.ts';
-import { answerAll, deferred, makeQueue, message, removeDir, settle, tempDir, waitFor } from './helpers.ts';
-import type { Harness } from './helpers.ts';
+import { answerAll, deferred, makeQueue, message, queuesPerTest, removeDir, settle, tempDir, waitFor } from './helpers.ts';
 
-const harnesses: Harness[] = [];
-async function queueWith(opts: Parameters<typeof makeQueue>[0]): Promise<Harness> {
-  const h = await makeQueue(opts);
-  harnesses.push(h);
-  return h;
-}
-afterEach(async () => {
-  for (const h of harnesses.splice(0)) {
-    await h.shutdown();
-    await removeDir(h.dir);
-  }
-});
+const queueWith = queuesPerTest();
 
 async function stateOnDisk(dir: string, id: string): Promise<QueueEntry> {
   const parsed = JSON.parse(await readFile(path.join(dir, `${id}.json`), 'utf8')) as { version: number; entry: QueueEntry };

@@ -13,29 +13,9 @@ import { clientSettings, dkimPublicKeys, dnsRecords } from '../../src/setup/dns-
 import { mtaStsId } from '../../src/webmail/autoconfig.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import type { DnsServer } from '../helpers/dns-server.ts';
-import { CLI } from '../helpers/hearth.ts';
+import { CLI, publicConfigToml } from '../helpers/hearth.ts';
 
-const TOML = `
-hostname = "mail.example.test"
-domains = ["example.test"]
-[listeners.smtp]
-listen = ":25"
-tls = "starttls"
-[listeners.submissions]
-listen = ":465"
-tls = "implicit"
-[listeners.submission]
-listen = ":587"
-tls = "starttls"
-[listeners.imaps]
-listen = ":993"
-tls = "implicit"
-[listeners.http]
-listen = "127.0.0.1:8080"
-tls = "plain"
-[client]
-addresses = ["192.0.2.10"]
-`;
+const TOML = publicConfigToml(['192.0.2.10']);
 
 // The fixture server answers no SRV queries; these stand in for the zone's SRV records.
 const SRV: Record<string, Array<{ priority: number; weight: number; port: number; name: string }>> = {

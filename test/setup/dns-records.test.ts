@@ -8,33 +8,9 @@ import { parseConfigText } from '../../src/config/load.ts';
 import { generateDkimKey } from '../../src/smtp/dkim.ts';
 import { clientSettings, dkimPublicKeys, dnsRecords, formatZone, txtStrings } from '../../src/setup/dns-records.ts';
 import { mtaStsId } from '../../src/webmail/autoconfig.ts';
-import { CLI } from '../helpers/hearth.ts';
+import { CLI, publicConfigToml } from '../helpers/hearth.ts';
 
-const TOML = `
-hostname = "mail.example.test"
-domains = ["example.test"]
-[listeners.smtp]
-listen = ":25"
-tls = "starttls"
-[listeners.submission]
-listen = ":587"
-tls = "starttls"
-[listeners.submissions]
-listen = ":465"
-tls = "implicit"
-[listeners.imaps]
-listen = ":993"
-tls = "implicit"
-[listeners.pop3]
-listen = ":110"
-tls = "starttls"
-enabled = false
-[listeners.http]
-listen = "127.0.0.1:8080"
-tls = "plain"
-[client]
-addresses = ["192.0.2.10", "2001:db8::10"]
-`;
+const TOML = publicConfigToml(['192.0.2.10', '2001:db8::10'], '[listeners.pop3]\nlisten = ":110"\ntls = "starttls"\nenabled = false\n');
 
 function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

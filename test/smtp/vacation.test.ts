@@ -1,21 +1,15 @@
 // Vacation auto-replies (RFC 3834): set with `hearth vacation` (through the control socket
 // while the server runs, on disk when it does not), answered once per sender, never to the
 // null sender, lists, bulk or auto-submitted mail, machines, or Bcc; remembered across restarts.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CLI, inboxFiles, makeSetup, startTestHearth } from '../helpers/hearth.ts';
-import type { TestSetup } from '../helpers/hearth.ts';
-import { startDnsServer } from '../helpers/dns-server.ts';
-import type { DnsServer } from '../helpers/dns-server.ts';
+import { CLI, inboxFiles, startTestHearth } from '../helpers/hearth.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { headerFields } from '../../src/smtp/forwarding.ts';
 import { validateVacation, vacationActive, whyNoAutoReply } from '../../src/smtp/vacation.ts';
-import { relayToml, startRemoteMx, stopAll, waitFor } from '../helpers/remote-mx.ts';
-
-
-
+import { relaySuite, waitFor } from '../helpers/remote-mx.ts';
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -43,34 +37,24 @@ const mail = (o: { from: string; to?: string; subject: string; extra?: string })
   `${o.extra ?? ''}From: <${o.from}>\nTo: ${o.to ?? '<bob@example.test>'}\nSubject: ${o.subject}\nMessage-ID: <${o.subject.replace(/\W/g, '')}@sender.example>\n\nHi Bob.\n`;
 
 describe('vacation auto-replies', () => {
-  let setup: TestSetup;
-  let dns: DnsServer;
-  let remote: Awaited<ReturnType<typeof startRemoteMx>>;
-  let hearth: Awaited<ReturnType<typeof startTestHearth>>;
-
-  beforeAll(async () => {
-    remote = await startRemoteMx();
-    dns = await startDnsServer({
+  const env = relaySuite({
+    zone: {
       'sender.example': { MX: [{ preference: 10, exchange: 'mx.remote.example' }] },
       'other.example': { MX: [{ preference: 10, exchange: 'mx.remote.example' }] },
       'mx.remote.example': { A: ['127.0.0.1'] },
-    });
-    setup = await makeSetup({
-      aliases: 'team@example.test: bob@example.test\n',
-      toml: relayToml(remote, dns) + `[queue]\nfirst_retry = "200ms"\n`,
-    });
-    hearth = await startTestHearth(setup);
+    },
+    aliases: 'team@example.test: bob@example.test\n',
+    toml: `[queue]\nfirst_retry = "200ms"\n`,
   });
-  afterAll(() => stopAll(hearth, remote, dns, setup));
 
-  const replies = () => remote.received.filter((m) => m.from === '' && m.raw.includes('Auto-Submitted: auto-replied'));
+  const replies = () => env.remote.received.filter((m) => m.from === '' && m.raw.includes('Auto-Submitted: auto-replied'));
   const queueEmpty = async () => {
-    const r = await cli(['queue', 'list', '--json', '--config', setup.configDir]);
+    const r = await cli(['queue', 'list', '--json', '--config', env.setup.configDir]);
     return (JSON.parse(r.stdout) as unknown[]).length === 0 ? true : undefined;
   };
 
   it('answers each sender once, only people writing to the user, and remembers it across a restart', async () => {
-    const c = ['--config', setup.configDir];
+    const c = ['--config', env.setup.configDir];
     const set = await cli(['vacation', 'set', 'Bob@example.test', '--body', 'I am away until Monday.\nBob', ...c]);
     expect(set.code, set.stderr).toBe(0);
     expect(set.stdout).toMatch(/^vacation for bob@example\.test: on, replying now; 0 senders answered\nSubject: Re: \{subject\}/);
@@ -78,7 +62,7 @@ describe('vacation auto-replies', () => {
     expect(notUser.code).toBe(1);
     expect(notUser.stderr).toMatch(/not a user here/);
 
-    const port = hearth.smtpPort;
+    const port = env.hearth.smtpPort;
     await send(port, 'friend@sender.example', 'bob@example.test', mail({ from: 'friend@sender.example', subject: 'Lunch?' }));
     await send(port, 'friend@sender.example', 'bob@example.test', mail({ from: 'friend@sender.example', subject: 'Lunch again?' }));
     await send(port, '', 'bob@example.test', mail({ from: 'MAILER-DAEMON@sender.example', subject: 'null sender' }));
@@ -108,23 +92,23 @@ describe('vacation auto-replies', () => {
     expect(get('references')).toBe('<Lunch@sender.example>');
     expect(first).toContain('\r\n\r\nI am away until Monday.\r\nBob\r\n');
     expect(headerFields(replies().find((m) => m.to.includes('last@other.example'))!.raw).find((f) => f.name === 'from')?.value).toBe('<team@example.test>');
-    const alices = (await inboxFiles(setup.dataDir, 'alice@example.test')).filter((f) => f.content.includes('Subject: Re: from a colleague'));
+    const alices = (await inboxFiles(env.setup.dataDir, 'alice@example.test')).filter((f) => f.content.includes('Subject: Re: from a colleague'));
     expect(alices).toHaveLength(1);
     expect(alices[0].content.toString()).toMatch(/^Return-Path: <>\r\n/);
 
-    const state = JSON.parse(await readFile(join(setup.dataDir, 'vacation', 'bob@example.test.json'), 'utf8')) as { replied: Record<string, number> };
+    const state = JSON.parse(await readFile(join(env.setup.dataDir, 'vacation', 'bob@example.test.json'), 'utf8')) as { replied: Record<string, number> };
     expect(Object.keys(state.replied).sort()).toEqual(['alice@example.test', 'friend@sender.example', 'human@sender.example', 'last@other.example']);
     const shown = await cli(['vacation', 'show', 'bob@example.test', '--json', ...c]);
     expect(JSON.parse(shown.stdout)).toMatchObject({ active: true, answered: 4, settings: { subject: 'Re: {subject}' } });
 
     // Restart: the state is on disk, so friend is still not answered again; the CLI reads it offline meanwhile.
-    await hearth.close();
+    await env.hearth.close();
     const offline = await cli(['vacation', 'show', 'bob@example.test', ...c]);
     expect(offline.stdout).toMatch(/^vacation for bob@example\.test: on, replying now; 4 senders answered/);
-    hearth = await startTestHearth(setup);
+    env.hearth = await startTestHearth(env.setup);
     const before = replies().length;
-    await send(hearth.smtpPort, 'friend@sender.example', 'bob@example.test', mail({ from: 'friend@sender.example', subject: 'After restart' }));
-    await send(hearth.smtpPort, 'new@other.example', 'bob@example.test', mail({ from: 'new@other.example', subject: 'newcomer' }));
+    await send(env.hearth.smtpPort, 'friend@sender.example', 'bob@example.test', mail({ from: 'friend@sender.example', subject: 'After restart' }));
+    await send(env.hearth.smtpPort, 'new@other.example', 'bob@example.test', mail({ from: 'new@other.example', subject: 'newcomer' }));
     await waitFor(() => replies().find((m) => m.to.includes('new@other.example')));
     await waitFor(queueEmpty);
     expect(replies().slice(before).map((m) => m.to.join())).toEqual(['new@other.example']);

@@ -7,6 +7,7 @@ import { silentLogger } from '../../src/core/log.ts';
 import { JUNK_FILE, JunkFilter, trainingFor } from '../../src/store/junk.ts';
 import type { JunkFilterOptions, TrainingEvent, TrainingOp } from '../../src/store/junk.ts';
 import { tokenize, trainingKey } from '../../src/store/junk-tokens.ts';
+import { prng } from '../helpers/prng.ts';
 
 let dir: string;
 let open: JunkFilter[];
@@ -26,19 +27,7 @@ function openFilter(opts: Partial<JunkFilterOptions> = {}, file = JunkFilter.pat
   return f;
 }
 
-// --- a small corpus, written for this test ---
-
-/** Deterministic PRNG (mulberry32) so the corpus, and so the figures, are the same every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// --- a small corpus, written for this test (from a seeded prng, so the figures are the same every run) ---
 
 type Encoding = '7bit' | '8bit' | 'base64' | 'quoted-printable';
 type Eml = { from: string; to?: string; subject: string; text: string; html?: string; encoding?: Encoding; id: string; extraHeaders?: string[] };
