@@ -18,9 +18,6 @@ import type { DnsServer } from '../helpers/dns-server.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { relayToml, startRemoteMx, stopAll, waitFor } from '../helpers/remote-mx.ts';
 
-
-
-
 async function transaction(port: number, from: string, rcpts: string[], message: Buffer | string): Promise<{ rcpts: string[]; data?: string }> {
   const c = await RawSmtp.connect(port);
   try {

@@ -17,9 +17,6 @@ import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { runPython } from '../helpers/python.ts';
 import { relayToml, startRemoteMx, stopAll, waitFor } from '../helpers/remote-mx.ts';
 
-
-
-
 describe('sending through hearth', () => {
   let setup: TestSetup;
   let dns: DnsServer;
