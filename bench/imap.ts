@@ -26,6 +26,7 @@ import { shaCrypt } from '../src/config/sha-crypt.ts';
 import { hashPassword } from '../src/config/users.ts';
 import { MaildirStore } from '../src/store/maildir.ts';
 import { ImapConn } from './imap-client.ts';
+import { RARE_WORD, bodyText, commonHeaders, fillInbox } from './mailbox-fill.ts';
 
 const HELP = `npm run bench -- imap [options]
   --sizes N,M          mailbox sizes to measure (default 10000,100000; --sizes 10000 for a quick run:
@@ -62,8 +63,6 @@ const HELP = `npm run bench -- imap [options]
 
 const PASSWORD = 'bench-password-123';
 const USERS = ['bench', 'append', 'idle'] as const;
-const RARE_WORD = 'zanzibar';
-const DAY = 86_400_000;
 
 type Mem = { rss: number; rssAnon: number; threads: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number; newSpace: number };
 type Options = {
@@ -204,45 +203,15 @@ function toyScrypt(password: string): string {
   return `$scrypt$ln=4,r=8,p=1$${salt.toString('base64')}$${key.toString('base64')}`;
 }
 
-const WORDS = 'the quick brown fox jumps over lazy dog mail server index folder message report weekly meeting notes budget review draft invoice travel plans'.split(' ');
-
 /** A plausible message of 1.5 to 5.5 KB; every 100th has RARE_WORD in its body. */
 function message(i: number, date: Date): string {
-  const from = i % 97;
-  const head =
-    `From: Sender ${from} <sender${from}@remote.example>\r\nTo: Bench <bench@example.test>\r\n` +
-    `Subject: ${WORDS[i % WORDS.length]} ${WORDS[(i * 7) % WORDS.length]} number ${i}\r\nDate: ${date.toUTCString().replace('GMT', '+0000')}\r\n` +
-    `Message-ID: <${i}.bench@remote.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n`;
-  const size = 1500 + ((i * 7919) % 4000);
-  let body = '';
-  for (let w = i; body.length < size - head.length; w += 3) {
-    body += WORDS[w % WORDS.length] + (w % 11 === 0 ? '\r\n' : ' ');
-    if (i % 100 === 0 && body.length > 400 && !body.includes(RARE_WORD)) body += `${RARE_WORD} `;
-  }
-  return head + body + '\r\n';
+  const head = commonHeaders(i, date) + 'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n';
+  return head + bodyText(i, head.length) + '\r\n';
 }
 
 /** Fill a user's INBOX straight through the Maildir store (no index, no fsync): 2/3 \Seen, 1/7 \Flagged, the newest 1% in new/. */
-async function fill(store: MaildirStore, user: string, count: number, label: string): Promise<number> {
-  const started = performance.now();
-  const now = Date.now();
-  let next = 0;
-  let reported = 0;
-  const worker = async (): Promise<void> => {
-    for (let i = next++; i < count; i = next++) {
-      const date = new Date(now - (count - i) * (DAY / 100));
-      const flags = i >= count * 0.99 ? undefined : `${i % 7 === 0 ? 'F' : ''}${i % 3 !== 0 ? 'S' : ''}`;
-      await store.deliver([{ user, domain: 'example.test' }], message(i, date), { flags, mtime: date });
-      if (label && i - reported >= count / 10) {
-        reported = i;
-        process.stdout.write(`\r  filling ${label}: ${Math.round((i / count) * 100)}%`);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: 16 }, worker));
-  const seconds = (performance.now() - started) / 1000;
-  if (label) process.stdout.write(`\r  filled ${label}: ${count} messages in ${seconds.toFixed(1)} s (${(count / seconds).toFixed(0)}/s)\n`);
-  return seconds;
+function fill(store: MaildirStore, user: string, count: number, label: string): Promise<number> {
+  return fillInbox(store, user, count, label, message);
 }
 
 async function login(port: number, user: string, tls = false): Promise<ImapConn> {

@@ -19,6 +19,7 @@ import { buildAssets } from '../src/webmail/assets.ts';
 import { createWebmailApp } from '../src/webmail/server.ts';
 import type { WebmailApp } from '../src/webmail/server.ts';
 import type { MessageList } from '../src/webmail/api-types.ts';
+import { RARE_WORD, bodyText, commonHeaders, fillInbox } from './mailbox-fill.ts';
 
 const HELP = `npm run bench -- web [options]
   --messages N   messages in the INBOX (default 100000; filling takes 10 s to a few minutes)
@@ -26,9 +27,6 @@ const HELP = `npm run bench -- web [options]
   --keep         leave the temporary Maildir in place
   --reuse DIR    use a Maildir kept by --keep (no fill; the "cold" figures are then not cold)`;
 
-const DAY = 86_400_000;
-const RARE_WORD = 'zanzibar';
-const WORDS = 'the quick brown fox jumps over lazy dog mail server index folder message report weekly meeting notes budget review draft invoice travel plans'.split(' ');
 
 const out = (s: string): void => void process.stdout.write(s + '\n');
 const ms = (v: number): string => `${v < 10 ? v.toFixed(2) : v.toFixed(1)} ms`;
@@ -45,44 +43,14 @@ function row(label: string, value: string, target?: { limit: number; unit: 'ms' 
 
 /** A plausible message of 1.5 to 5.5 KB; every 100th has RARE_WORD in its body, every 50th an attachment. */
 function message(i: number, date: Date): string {
-  const from = i % 97;
   const attach = i % 50 === 0;
   const head =
-    `From: Sender ${from} <sender${from}@remote.example>\r\nTo: Bench <bench@example.test>\r\n` +
-    `Subject: ${WORDS[i % WORDS.length]} ${WORDS[(i * 7) % WORDS.length]} number ${i}\r\nDate: ${date.toUTCString().replace('GMT', '+0000')}\r\n` +
-    `Message-ID: <${i}.bench@remote.example>\r\n` +
+    commonHeaders(i, date) +
     (i % 5 === 1 ? `In-Reply-To: <${i - 1}.bench@remote.example>\r\nReferences: <${i - 1}.bench@remote.example>\r\n` : '') +
     `MIME-Version: 1.0\r\n` +
     (attach ? 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n' : 'Content-Type: text/plain; charset=utf-8\r\n\r\n');
-  const size = 1500 + ((i * 7919) % 4000);
-  let body = '';
-  for (let w = i; body.length < size - head.length; w += 3) {
-    body += WORDS[w % WORDS.length] + (w % 11 === 0 ? '\r\n' : ' ');
-    if (i % 100 === 0 && body.length > 400 && !body.includes(RARE_WORD)) body += `${RARE_WORD} `;
-  }
   const tail = attach ? '\r\n--b\r\nContent-Type: application/pdf; name="a.pdf"\r\nContent-Disposition: attachment; filename="a.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n' : '';
-  return head + body + '\r\n' + tail;
-}
-
-async function fill(store: MaildirStore, count: number): Promise<void> {
-  const started = performance.now();
-  const now = Date.now();
-  let next = 0;
-  let reported = 0;
-  const worker = async (): Promise<void> => {
-    for (let i = next++; i < count; i = next++) {
-      const date = new Date(now - (count - i) * (DAY / 100));
-      const flags = i >= count * 0.99 ? undefined : `${i % 7 === 0 ? 'F' : ''}${i % 3 !== 0 ? 'S' : ''}`;
-      await store.deliver([{ user: 'bench', domain: 'example.test' }], message(i, date), { flags, mtime: date });
-      if (i - reported >= count / 10) {
-        reported = i;
-        process.stdout.write(`\r  filling: ${Math.round((i / count) * 100)}%`);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: 16 }, worker));
-  const s = (performance.now() - started) / 1000;
-  process.stdout.write(`\r  filled INBOX: ${count} messages in ${s.toFixed(1)} s (${(count / s).toFixed(0)}/s)\n`);
+  return head + bodyText(i, head.length) + '\r\n' + tail;
 }
 
 type Client = { app: WebmailApp; mail: MailStore; cookie: string; get(path: string): Promise<{ ms: number; body: unknown }> };
@@ -133,7 +101,7 @@ export async function run(args: string[]): Promise<void> {
   try {
     out(`webmail benchmark: ${count.toLocaleString('en')} messages, ${runs} samples per figure (server side, in process)`);
     if (values.reuse) out(`  reusing ${dataRoot}`);
-    else await fill(new MaildirStore({ root: dataRoot, fsync: false, log: silentLogger() }), count);
+    else await fillInbox(new MaildirStore({ root: dataRoot, fsync: false, log: silentLogger() }), 'bench', count, 'INBOX', message);
 
     // --- message lists ---
     let c = await start(dataRoot);

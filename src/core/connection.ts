@@ -8,6 +8,9 @@ import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { LineReader, SocketWriter } from './lines.ts';
 
+/** Passwords over an unencrypted connection: never, only from loopback, or always. */
+export type PlaintextPolicy = 'never' | 'loopback' | 'always';
+
 export type LineConnectionHandlers = {
   maxLine: number;
   /** One line; a returned promise holds the next line until it settles (one command at a time). */
@@ -153,6 +156,25 @@ export class LineConnection {
   }
 }
 
+/** May a password cross this connection under `policy`? Always once it is TLS. */
+export function plaintextAllowed(conn: Pick<LineConnection, 'secure' | 'isLoopback'>, policy: PlaintextPolicy): boolean {
+  if (conn.secure) return true;
+  return policy === 'always' || (policy === 'loopback' && conn.isLoopback);
+}
+
 export function normaliseAddress(address: string): string {
   return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
+/**
+ * The client's side of STARTTLS (SMTP relay, POP3 STLS): settles when the TLS handshake on an
+ * upgraded socket ends. Rejects on a socket error, and when the connection closes first, so a
+ * timeout or abort that destroys the socket mid-handshake does not leave the caller waiting.
+ */
+export function tlsHandshake(secure: tls.TLSSocket): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    secure.once('secureConnect', () => resolve());
+    secure.once('error', reject);
+    secure.once('close', () => reject(new Error('connection closed during the TLS handshake')));
+  });
 }

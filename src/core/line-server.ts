@@ -6,9 +6,11 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { LineConnection, normaliseAddress } from './connection.ts';
+import type { PlaintextPolicy } from './connection.ts';
 import { ConnectionCounter } from './limits.ts';
 import { newConnectionId } from './log.ts';
 import type { Logger } from './log.ts';
+import type { LoginLimiter } from './login-limiter.ts';
 
 /** What the server needs from a session. */
 export type LineSessionLike = {
@@ -23,6 +25,17 @@ export type LineSessionLike = {
 
 /** How long close() lets sessions say goodbye before cutting the connections that remain. */
 const CLOSE_GRACE_MS = 5_000;
+
+/** The options every line-protocol session (POP3, IMAP) takes: who we are, its backend, the login policy. */
+export type LineSessionOptions<Backend> = {
+  hostname: string;
+  log: Logger;
+  backend: Backend;
+  limiter: LoginLimiter;
+  plaintext: PlaintextPolicy;
+  /** Offered (IMAP STARTTLS, POP3 STLS) when set and the connection is not yet secure. */
+  tlsContext?: SecureContext;
+};
 
 /** What a protocol's server takes besides its session options (POP3, IMAP). */
 export type LineServiceOptions = {

@@ -14,6 +14,7 @@
 // none follows our StateMachine conventions; the protocol subset gathering needs is small.
 import net from 'node:net';
 import tls from 'node:tls';
+import { tlsHandshake } from '../core/connection.ts';
 import { HearthError } from '../core/errors.ts';
 import { LineReader, SocketWriter } from '../core/lines.ts';
 import { newConnectionId } from '../core/log.ts';
@@ -379,10 +380,7 @@ export class Pop3Client extends StateMachine<Pop3State> {
     const secure = tls.connect({ socket: plain, ...this.#tlsOptions() });
     this.#attach(secure);
     try {
-      await new Promise<void>((resolve, reject) => {
-        secure.once('secureConnect', () => resolve());
-        secure.once('error', reject);
-      });
+      await tlsHandshake(secure);
     } catch (err) {
       throw this.#fail(new Pop3Error('POP3_TLS_FAILED', `TLS handshake with ${this.#opts.host} failed: ${(err as Error).message}`));
     }

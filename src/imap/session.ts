@@ -10,11 +10,10 @@
 // keeps running (a client re-issues IDLE within 29 minutes, RFC 2177).
 // Large commands live in commands/*.ts and are attached to the prototype at the bottom.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { SecureContext } from 'node:tls';
+import { plaintextAllowed } from '../core/connection.ts';
 import type { LineConnection } from '../core/connection.ts';
 import { CommandPacer } from '../core/limits.ts';
-import type { Logger } from '../core/log.ts';
-import type { LoginLimiter } from '../core/login-limiter.ts';
+import type { LineSessionOptions } from '../core/line-server.ts';
 import { StateMachine } from '../core/state-machine.ts';
 import type { NoStrayHandlers } from '../core/state-machine.ts';
 import { StoreError } from '../store/names.ts';
@@ -43,15 +42,7 @@ export type ImapBackend = {
   open(box: MailboxRef): Promise<UserMailboxes>;
 };
 
-export type ImapSessionOptions = {
-  hostname: string;
-  log: Logger;
-  backend: ImapBackend;
-  limiter: LoginLimiter;
-  /** Passwords over an unencrypted connection: never, only from loopback, or always. */
-  plaintext: 'never' | 'loopback' | 'always';
-  /** Offered as STARTTLS when set and the connection is not yet secure. */
-  tlsContext?: SecureContext;
+export type ImapSessionOptions = LineSessionOptions<ImapBackend> & {
   /** Login deadline from connect; autologout after this long without a command (RFC 3501 5.4: at least 30 min). */
   timeouts: { login: number; idle: number };
   /** Largest literal in commands other than APPEND. */
@@ -194,9 +185,7 @@ export class ImapSession extends StateMachine<State> {
   }
 
   get #plaintextAllowed(): boolean {
-    if (this.conn.secure) return true;
-    const p = this.opts.plaintext;
-    return p === 'always' || (p === 'loopback' && this.conn.isLoopback);
+    return plaintextAllowed(this.conn, this.opts.plaintext);
   }
 
   // ---- input ---------------------------------------------------------------------------

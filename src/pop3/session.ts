@@ -4,12 +4,11 @@
 // a command in the wrong state falls to that state's default and gets -ERR.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
-import type { SecureContext } from 'node:tls';
+import { plaintextAllowed } from '../core/connection.ts';
 import type { LineConnection } from '../core/connection.ts';
 import { CommandPacer } from '../core/limits.ts';
+import type { LineSessionOptions } from '../core/line-server.ts';
 import { dotStuff, dotStuffBuffer } from '../core/lines.ts';
-import type { Logger } from '../core/log.ts';
-import type { LoginLimiter } from '../core/login-limiter.ts';
 import { StateMachine } from '../core/state-machine.ts';
 import type { NoStrayHandlers } from '../core/state-machine.ts';
 import { decodeSaslPlain, parseLineCount, parseMessageNumber, parsePop3Command } from './parse.ts';
@@ -36,15 +35,7 @@ export type Pop3Backend = {
   openMaildrop(box: { user: string; domain: string }): Promise<Pop3Maildrop>;
 };
 
-export type Pop3SessionOptions = {
-  hostname: string;
-  log: Logger;
-  backend: Pop3Backend;
-  limiter: LoginLimiter;
-  /** Passwords over an unencrypted connection: never, only from loopback, or always. */
-  plaintext: 'never' | 'loopback' | 'always';
-  /** Offered as STLS when set and the connection is not yet secure. */
-  tlsContext?: SecureContext;
+export type Pop3SessionOptions = LineSessionOptions<Pop3Backend> & {
   idleMs: { authorization: number; transaction: number };
   /** Unknown or misplaced commands before we hang up (RFC 2449 does not bound it; abuse). */
   maxBadCommands?: number;
@@ -184,9 +175,7 @@ export class Pop3Session extends StateMachine<State> {
   }
 
   get #plaintextAllowed(): boolean {
-    if (this.conn.secure) return true;
-    const p = this.#opts.plaintext;
-    return p === 'always' || (p === 'loopback' && this.conn.isLoopback);
+    return plaintextAllowed(this.conn, this.#opts.plaintext);
   }
 
   #capabilities(): string[] {

@@ -13,6 +13,7 @@
 // result whose text names the failure code (RELAY_*) and the state.
 import net from 'node:net';
 import tls from 'node:tls';
+import { tlsHandshake } from '../core/connection.ts';
 import { HearthError } from '../core/errors.ts';
 import { DotStuffer, LineReader, SocketWriter } from '../core/lines.ts';
 import { newConnectionId } from '../core/log.ts';
@@ -723,11 +724,7 @@ export class RelayClient extends StateMachine<State> {
     const secure = tls.connect({ socket: plain, ...this.#tlsOptions() });
     this.#attach(secure);
     try {
-      await new Promise<void>((resolve, reject) => {
-        secure.once('secureConnect', () => resolve());
-        secure.once('error', reject);
-        secure.once('close', () => reject(new Error('connection closed during the TLS handshake')));
-      });
+      await tlsHandshake(secure);
     } catch (err) {
       this.#fail('RELAY_TLS_FAILED', 'deferred', `TLS handshake with ${this.#describe()} failed: ${(err as Error).message}`);
       return;

@@ -17,7 +17,7 @@ import { decode as decodeBase64 } from 'libbase64';
 import type { Logger } from '../core/log.ts';
 import type { UserMailboxes } from './mailboxes.ts';
 import { StoreError } from './names.ts';
-import { Transactions, prepareSideFile } from './sqlite.ts';
+import { Transactions, prepareOrClose, prepareSideFile } from './sqlite.ts';
 
 export const FULLTEXT_FILE = 'hearth-fulltext.sqlite';
 const SCHEMA_VERSION = 2;
@@ -346,11 +346,10 @@ export class FullTextIndex {
     this.#log = log;
     this.#db = new DatabaseSync(file);
     this.#tx = new Transactions(this.#db);
-    try {
-      const db = this.#db;
+    this.#s = prepareOrClose(this.#db, (db) => {
       prepareSideFile(db, { what: 'full-text', schema: SCHEMA, version: SCHEMA_VERSION });
       const p = (sql: string): StatementSync => db.prepare(sql);
-      this.#s = {
+      const s: Record<string, StatementSync> = {
         keyGet: p('SELECT key FROM folders WHERE folder = ? AND uidvalidity = ?'),
         keyInsert: p('INSERT INTO folders (folder, uidvalidity) VALUES (?, ?) RETURNING key'),
         keysOf: p('SELECT key, uidvalidity FROM folders WHERE folder = ?'),
@@ -370,12 +369,10 @@ export class FullTextIndex {
         // Upwards from the id of UID `?3 - 1` to the folder's end: newest first.
         newest: p(`SELECT ${UID_OF('rowid')} AS uid FROM fts WHERE fts MATCH ?2 AND rowid BETWEEN ${DOC_ID('(?3 - 1)')} AND (?1 << 32) + 4294967295 ORDER BY rowid LIMIT ?4`),
       };
-      this.#s.docsBetween.setReturnArrays(true);
-      this.#s.partialBetween.setReturnArrays(true);
-    } catch (err) {
-      this.#db.close();
-      throw err;
-    }
+      s.docsBetween.setReturnArrays(true);
+      s.partialBetween.setReturnArrays(true);
+      return s;
+    });
   }
 
   close(): void {

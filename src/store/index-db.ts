@@ -5,7 +5,7 @@
 // truth, and deleting this file only costs a rebuild (with new UIDVALIDITYs).
 import { DatabaseSync } from 'node:sqlite';
 import type { StatementSync } from 'node:sqlite';
-import { Transactions } from './sqlite.ts';
+import { Transactions, prepareOrClose } from './sqlite.ts';
 
 export const INDEX_FILE = 'hearth-index.sqlite';
 const SCHEMA_VERSION = 1;
@@ -106,16 +106,15 @@ export class IndexDb {
     this.file = file;
     this.#db = new DatabaseSync(file);
     this.#tx = new Transactions(this.#db);
-    try {
-      const db = this.#db;
+    const prepared = prepareOrClose(this.#db, (db) => {
       db.exec('PRAGMA busy_timeout = 5000');
       db.exec('PRAGMA journal_mode = WAL');
       // With fsync on, a committed UID map survives a power cut: losing it could hand out a UID twice.
       db.exec(`PRAGMA synchronous = ${opts.durable ? 'FULL' : 'NORMAL'}`);
       const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
       if (version !== 0 && version !== SCHEMA_VERSION) throw new Error(`index schema version ${version}, expected ${SCHEMA_VERSION}`);
-      this.fresh = version === 0;
-      if (this.fresh) {
+      const fresh = version === 0;
+      if (fresh) {
         db.exec('BEGIN');
         db.exec(SCHEMA);
         db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
@@ -127,7 +126,7 @@ export class IndexDb {
         if (!have) db.exec(`ALTER TABLE ${c.table} ADD COLUMN ${c.column} ${c.decl}`);
       }
       const p = (sql: string): StatementSync => db.prepare(sql);
-      this.#s = {
+      const statements: Record<string, StatementSync> = {
         metaGet: p('SELECT value FROM meta WHERE key = ?'),
         metaSet: p('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
         folderGet: p('SELECT * FROM folders WHERE name = ?'),
@@ -164,10 +163,10 @@ export class IndexDb {
         sumDelete: p('DELETE FROM summaries WHERE folder_id = ? AND uid = ?'),
         sumsDelete: p('DELETE FROM summaries WHERE folder_id = ?'),
       };
-    } catch (err) {
-      this.#db.close();
-      throw err;
-    }
+      return { fresh, statements };
+    });
+    this.fresh = prepared.fresh;
+    this.#s = prepared.statements;
   }
 
   close(): void {

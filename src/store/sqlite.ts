@@ -22,6 +22,20 @@ export function prepareSideFile(db: DatabaseSync, opts: { what: string; schema: 
   }
 }
 
+/**
+ * `prepare(db)` on a side file just opened (pragmas, schema, statements); when it throws (a
+ * foreign or damaged file, another schema version) the file is closed before the error goes on,
+ * so a constructor that fails keeps no handle open.
+ */
+export function prepareOrClose<T>(db: DatabaseSync, prepare: (db: DatabaseSync) => T): T {
+  try {
+    return prepare(db);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+}
+
 /** `run(fn)` runs fn in one IMMEDIATE transaction; nested calls join the outer one. */
 export class Transactions {
   readonly #db: DatabaseSync;
