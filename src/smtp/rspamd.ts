@@ -123,14 +123,14 @@ export class RspamdClient {
     const headers: Record<string, string | string[]> = {
       'Content-Length': String(size),
       IP: plainIp(env.ip),
-      Helo: env.helo || 'unknown',
-      From: env.sender || '<>',
+      Helo: utf8Header(env.helo || 'unknown'),
+      From: utf8Header(env.sender || '<>'),
       'Queue-Id': env.queueId,
       'MTA-Name': env.hostname,
     };
     // One Rcpt header per recipient, as rspamd's protocol has it.
-    if (env.rcpts.length) headers.Rcpt = env.rcpts;
-    if (env.user) headers.User = env.user;
+    if (env.rcpts.length) headers.Rcpt = env.rcpts.map(utf8Header);
+    if (env.user) headers.User = utf8Header(env.user);
     if (this.#opts.password) headers.Password = this.#opts.password;
     const signal = AbortSignal.timeout(this.#opts.timeoutMs);
     const request = this.#endpoint.protocol === 'https:' ? https.request : http.request;
@@ -159,9 +159,22 @@ export class RspamdClient {
       });
       req.on('error', (err) => reject(signal.aborted ? new Error(`no answer within ${this.#opts.timeoutMs} ms`) : err));
       if (Buffer.isBuffer(message)) req.end(message);
-      else Readable.from(message()).on('error', (err) => req.destroy(err)).pipe(req);
+      else {
+        const source = Readable.from(message()).on('error', (err) => req.destroy(err));
+        // pipe() leaves the source open when the request fails; a file being read must be closed.
+        req.on('close', () => source.destroy());
+        source.pipe(req);
+      }
     });
   }
+}
+
+/**
+ * A header value as its UTF-8 bytes: node:http writes header strings as Latin-1 and refuses
+ * characters beyond it, which would leave an SMTPUTF8 envelope unscored (fail-open).
+ */
+function utf8Header(value: string): string {
+  return Buffer.from(value, 'utf8').toString('latin1');
 }
 
 /**

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -23,6 +23,7 @@ import { Writable } from 'node:stream';
 import { createLogger, silentLogger } from '../../src/core/log.ts';
 import { startHearth } from '../../src/main.ts';
 import { RspamdClient, withoutFields } from '../../src/smtp/rspamd.ts';
+import { MessageSpool } from '../../src/smtp/spool.ts';
 import type { RspamdOptions } from '../../src/smtp/rspamd.ts';
 import { makeSetup } from '../helpers/hearth.ts';
 import type { TestSetup } from '../helpers/hearth.ts';
@@ -182,6 +183,27 @@ describe('rspamd verdicts (stand-in rspamd)', () => {
     }
   });
 
+  it('scores mail whose envelope is not Latin-1 (SMTPUTF8 sender): no header error lets it past rspamd', async () => {
+    const c = await RawSmtp.connect(port);
+    let reply: string;
+    try {
+      expect(await c.reply()).toMatch(/^220 /);
+      expect(await c.command('EHLO client.remote.test')).toMatch(/^250/);
+      expect(await c.command('MAIL FROM:<日本@remote.test> SMTPUTF8')).toMatch(/^250/);
+      expect(await c.command('RCPT TO:<alice@example.test>')).toMatch(/^250/);
+      expect(await c.command('DATA')).toMatch(/^354/);
+      c.send(Buffer.from(message('Utf8 rejected [answer:reject]') + '.\r\n', 'utf8'));
+      reply = await c.reply();
+    } finally {
+      c.close();
+    }
+    expect(reply).toMatch(/^550 5\.7\.1 Message refused as spam/);
+    const req = standIn.seen.find((s) => s.body.includes('Subject: Utf8 rejected'))!;
+    const from = req.rawHeaders.findIndex((h, i) => i % 2 === 0 && h.toLowerCase() === 'from');
+    // rspamd reads header values as UTF-8.
+    expect(Buffer.from(req.rawHeaders[from + 1], 'latin1').toString('utf8')).toBe('日本@remote.test');
+  });
+
   it('accepts "greylist" (hearth greylists by itself)', async () => {
     expect(await send(port, 'Grey [answer:greylist]')).toMatch(/^250 /);
     const [copy] = await stored(setup.dataDir, 'INBOX', 'Subject: Grey');
@@ -227,6 +249,40 @@ describe('RspamdClient', () => {
     expect(await client.check(Buffer.from('Subject: x\r\n\r\nbody\r\n'), 21, env)).toBeUndefined();
     expect(captured.lines[0]).toMatchObject({ level: 40, msg: 'rspamd gave no verdict; message accepted without it', url: `http://127.0.0.1:${closedPort}/checkv2` });
     expect(String(captured.lines[0].err)).toMatch(/ECONNREFUSED/);
+  });
+
+  it('closes the spooled file it was reading when the upload fails (rspamd not reading, timeout)', async () => {
+    // rspamd that takes the connection and never reads the body nor answers.
+    const sockets: net.Socket[] = [];
+    const stall = net.createServer((s) => {
+      s.pause();
+      sockets.push(s);
+    });
+    stall.listen(0, '127.0.0.1');
+    await once(stall, 'listening');
+    const dir = await mkdtemp(join(tmpdir(), 'hearth-rspamd-spool-'));
+    const big = Buffer.alloc(8 * 1024 * 1024, 'a');
+    const spool = await MessageSpool.collect((async function* () {
+      yield Buffer.from('Subject: big\r\n\r\n');
+      yield big;
+    })(), { memoryBytes: 1024, dir });
+    expect(spool.onDisk).toBe(true);
+    const openOnSpool = async () => {
+      const fds = await readdir('/proc/self/fd');
+      const targets = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
+      return targets.filter((t) => t.startsWith(dir)).length;
+    };
+    try {
+      const client = new RspamdClient({ ...base, url: `http://127.0.0.1:${(stall.address() as AddressInfo).port}`, timeoutMs: 300 });
+      expect(await client.check(() => spool.read(), spool.size, env)).toBeUndefined();
+      await new Promise((r) => setTimeout(r, 100));
+      expect(await openOnSpool()).toBe(0);
+    } finally {
+      await spool.dispose();
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => stall.close(resolve));
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a url that is not http(s)', () => {
