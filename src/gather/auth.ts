@@ -256,8 +256,9 @@ export function topmostAuthResults(fields: HeaderField[], id: string): ProviderR
     const m = /^([A-Za-z0-9_-]+)(?:\/\d+)?\s*=\s*([A-Za-z0-9_-]+)/.exec(bare);
     if (!m) continue; // "none", or something we cannot read
     const props: Record<string, string> = {};
-    for (const p of bare.matchAll(/\b((?:smtp|header|body|policy)\.[A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]+)/g)) {
-      props[p[1].toLowerCase()] ??= p[2].replace(/^"|"$/g, '');
+    // A value is a token, or a quoted string (a quoted local-part may be followed by @domain).
+    for (const p of bare.matchAll(/("(?:[^"\\]|\\.)*")|\b((?:smtp|header|body|policy)\.[A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"(@[^\s;"]*)?|([^\s;"]+))/g)) {
+      if (p[2]) props[p[2].toLowerCase()] ??= p[5] ?? `${p[3].replace(/\\(.)/g, '$1')}${p[4] ?? ''}`;
     }
     results.push({ method: m[1].toLowerCase(), result: m[2].toLowerCase(), props, text });
   }
@@ -289,10 +290,17 @@ function splitOutside(value: string, sep: string): string[] {
 function stripComments(value: string): string {
   let out = '';
   let depth = 0;
+  let quoted = false;
   for (let i = 0; i < value.length; i++) {
     const c = value[i];
-    if (c === '\\' && depth > 0) i++;
-    else if (c === '(') depth++;
+    if (c === '\\' && (depth > 0 || quoted)) {
+      if (depth === 0) out += value.slice(i, i + 2);
+      i++;
+    } else if (depth === 0 && (quoted || c === '"')) {
+      // A quoted string is not a comment, whatever it holds.
+      if (c === '"') quoted = !quoted;
+      out += c;
+    } else if (c === '(') depth++;
     else if (c === ')' && depth > 0) depth--;
     else if (depth === 0) out += c;
   }

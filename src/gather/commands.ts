@@ -57,7 +57,11 @@ export function accountFromRequest(r: AddRequest): GatherAccount {
   if (r.intervalMs !== undefined) account.intervalMs = r.intervalMs;
   if (r.idle === false) account.idle = false;
   if (typeof r.authChecks === 'boolean') account.authChecks = r.authChecks;
-  if (r.trustAuthResults) account.trustAuthResults = r.trustAuthResults.toLowerCase();
+  if (r.trustAuthResults !== undefined) {
+    // An empty one is refused (by validateAccount), not taken for none.
+    if (typeof r.trustAuthResults !== 'string') throw new GatherError('GATHER_INVALID', "the provider's authserv-id should be a host name like mx.google.com");
+    account.trustAuthResults = r.trustAuthResults.toLowerCase();
+  }
   return account;
 }
 

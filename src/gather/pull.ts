@@ -128,10 +128,11 @@ export async function authenticate(ctx: PullContext, source: Buffer, opts: { rid
   if (!auth) return { head: Buffer.alloc(0), body: source, junk: false };
   const age = opts.receivedAt ? (ctx.now ?? Date.now)() - opts.receivedAt.getTime() : 0;
   if (!authChecksOn(account, auth) || age > auth.maxAgeMs) {
+    // No blank line: the message is all header (as the checker takes it too).
     const end = headerEnd(source);
-    if (end < 0) return { head: Buffer.alloc(0), body: source, junk: false };
-    const stripped = stripOwnAuthResults(source.subarray(0, end), auth.checker.hostname);
-    return { head: Buffer.alloc(0), body: stripped.removed ? Buffer.concat([stripped.head, source.subarray(end)]) : source, junk: false };
+    const headLen = end < 0 ? source.length : end;
+    const stripped = stripOwnAuthResults(source.subarray(0, headLen), auth.checker.hostname);
+    return { head: Buffer.alloc(0), body: stripped.removed ? Buffer.concat([stripped.head, source.subarray(headLen)]) : source, junk: false };
   }
   const via = `${account.protocol.toUpperCase()} from ${account.host.replace(/[^A-Za-z0-9.:[\]-]/g, '')}`;
   const out = await auth.checker.check({ message: source, via, trustAuthservId: account.trustAuthResults });

@@ -279,6 +279,33 @@ describe('sender authentication of gathered mail', () => {
     expect(await localMessages(local.dataDir, LOCAL_USER, 'Junk')).toEqual([]);
   });
 
+  it('a message of header fields only (no blank line): a forged field claiming us is removed, checks on or off', async () => {
+    const headOnly = Buffer.from(`From: <a@reject.test>\r\nAuthentication-Results: ${HOST}; dkim=pass header.d=reject.test; dmarc=pass\r\nSubject: no body`);
+    await seedRemote(remote, [headOnly]);
+    for (const authChecks of [true, false]) {
+      local = await startLocalGather(dns);
+      const acct = account(remote, { authChecks });
+      await collect(local, acct);
+      // (localMessages reads the tag from a header that ends in a blank line: look at the text)
+      const all = [...(await localMessages(local.dataDir)), ...(await localMessages(local.dataDir, LOCAL_USER, 'Junk'))].map((m) => m.content.toString('latin1')).filter((t) => t.startsWith(`X-Hearth-Gathered: ${acct.id} `));
+      expect(all).toHaveLength(1);
+      expect(all[0].endsWith('\r\nFrom: <a@reject.test>\r\nSubject: no body')).toBe(true);
+      expect(all[0].match(/^Authentication-Results:[ \t\r\n]*mx\.test\.example/gim) ?? []).toHaveLength(authChecks ? 1 : 0);
+      expect(all[0]).not.toContain('dkim=pass header.d=reject.test');
+      await local.close();
+      local = undefined;
+    }
+  });
+
+  it('a trusted provider that reports SPF for a quoted local-part, and no DMARC: the domain after the quotes aligns', async () => {
+    const quoted = mail('billing@reject.test', 'quoted mailfrom', 'Authentication-Results: mx.provider.test; spf=pass smtp.mailfrom="billing dept"@reject.test; dkim=none\r\n');
+    await seedRemote(remote, [quoted]);
+    local = await startLocalGather(dns);
+    await collect(local, account(remote, { trustAuthResults: 'mx.provider.test' }));
+    expect((await localMessages(local.dataDir)).map((m) => m.subject)).toEqual(['quoted mailfrom']);
+    expect(await localMessages(local.dataDir, LOCAL_USER, 'Junk')).toEqual([]);
+  });
+
   it('`hearth gather run` takes its DNS servers and checks from the config', async () => {
     await seedRemote(remote, [await sign(mail('news@signed.test', 'via cli'), 'signed.test'), mail('security@reject.test', 'cli spoof')]);
     const setup = await makeSetup({ fsync: false, toml: `[dns]\nservers = ["127.0.0.1:${dns.port}"]\n[inbound]\ndns_timeout = "500ms"\n` });
@@ -318,5 +345,11 @@ describe('reading a provider\'s Authentication-Results', () => {
     expect(topmostAuthResults(headerFields(head), 'absent.test')).toBeUndefined();
     expect(topReceivedDate(Buffer.from(head))?.toISOString()).toBe('2026-11-24T10:00:00.000Z');
     expect(topReceivedDate(Buffer.from('Subject: x\r\n\r\n'))).toBeUndefined();
+  });
+
+  it('quoted strings are not comments, and a property inside one is not a property', () => {
+    const head = 'Authentication-Results: mx.p.test; spf=pass smtp.mailfrom="a(b"@reject.test; dkim=pass reason="x (y" header.d=reject.test; dkim=fail reason="header.d=paypal.test" header.d=evil.test\r\n\r\n';
+    const parsed = topmostAuthResults(headerFields(head), 'mx.p.test')!;
+    expect(parsed.results.map((r) => r.props)).toEqual([{ 'smtp.mailfrom': 'a(b@reject.test' }, { 'header.d': 'reject.test' }, { 'header.d': 'evil.test' }]);
   });
 });

@@ -58,6 +58,21 @@ describe('hearth gather', () => {
     expect(none.stderr).toContain('no gather account named nope');
   });
 
+  it('--trust-auth-results: an empty or malformed authserv-id is refused, a host name kept (lower-cased)', async () => {
+    for (const bad of ['', 'mx.p.test; dkim=pass', 'mx.p.test\r\nX: y', '(c) mx.p.test']) {
+      const r = await hearthCli(addArgs('trust-bad', ['--trust-auth-results', bad]), REMOTE_PASS);
+      expect(r.code, `${JSON.stringify(bad)}: ${r.stdout}`).toBe(1);
+      expect(r.stderr).toContain("the provider's authserv-id");
+    }
+    expect(await readFile(join(setup.dataDir, 'gather', 'accounts.json'), 'utf8')).not.toContain('trust-bad');
+    const ok = await hearthCli(addArgs('trust-ok', ['--trust-auth-results', 'MX.Provider.Test']), REMOTE_PASS);
+    expect(ok.code, ok.stderr).toBe(0);
+    const saved = JSON.parse(await readFile(join(setup.dataDir, 'gather', 'accounts.json'), 'utf8')) as Array<{ id: string; trustAuthResults?: string }>;
+    expect(saved.find((a) => a.id === 'trust-ok')?.trustAuthResults).toBe('mx.provider.test');
+    expect((await hearthCli(['gather', 'status', 'trust-ok', '--config', setup.configDir])).stdout).toContain('trusts mx.provider.test');
+    expect((await hearthCli(['gather', 'remove', 'trust-ok', '--config', setup.configDir])).code).toBe(0);
+  });
+
   it('online: the same commands go through the running server; a bad password shows in status with the fix', async () => {
     const hearth = await startTestHearth(setup);
     try {
