@@ -11,7 +11,9 @@
 // Consistent while the server runs: Maildir files never change once in new/ or cur/ (only their
 // names do, when flags change), so each is copied as it is; a message renamed between listing
 // and copying (flags changed, moved to another folder of its user, its folder renamed) is looked
-// for again where it is now and archived there, once; a file gone meanwhile (an expunged
+// for again where it is now and archived there, once; after the copy each user's folders are
+// listed once more, so a message that moved while they were being listed (in no listing) and
+// mail that arrived meanwhile are archived too, each once; a file gone meanwhile (an expunged
 // message, a delivered queue entry, a deleted folder's index) is left out and counted. SQLite
 // databases (mailbox indexes, junk tokens, the gather ledger) are copied with SQLite's online
 // backup, so each is a consistent snapshot (their -wal/-shm files are left out); on start the
@@ -116,15 +118,26 @@ const baseName = (name: string): string => (name.includes(':') ? name.slice(0, n
  * folder read renames every file in it; moving it to Trash, or renaming the folder, moves them all).
  */
 class RoundListings {
+  readonly #lists = new Map<string, string[]>();
   readonly #dirs = new Map<string, Map<string, string>>();
   readonly #folders = new Map<string, string[]>();
   readonly #ids = new Map<string, Map<string, string>>();
+
+  /** The file names in `dir` (none when it is gone). */
+  async files(dir: string): Promise<string[]> {
+    let list = this.#lists.get(dir);
+    if (!list) {
+      list = await fsp.readdir(dir).catch(() => [] as string[]);
+      this.#lists.set(dir, list);
+    }
+    return list;
+  }
 
   /** Base name -> file name in `dir`. */
   async names(dir: string): Promise<Map<string, string>> {
     let names = this.#dirs.get(dir);
     if (!names) {
-      names = new Map((await fsp.readdir(dir).catch(() => [] as string[])).map((n) => [baseName(n), n]));
+      names = new Map((await this.files(dir)).map((n) => [baseName(n), n]));
       this.#dirs.set(dir, names);
     }
     return names;
@@ -391,69 +404,111 @@ export async function createBackup(opts: { configDir: string; dataDir: string; o
       doneBytes += s.size;
       opts.onProgress?.({ done: Math.min(doneBytes, totalBytes), total: totalBytes, file: s.rel, unit: 'bytes' });
     }
-    // Messages renamed or moved since the listing, archived once under the path where they are
-    // now (see findMessage); each folder is listed once a round, not once a message. A message
-    // moved into a folder whose index was snapshotted before the move is in the archive but not
-    // in that index: on restore, the reconcile on SELECT (sync) adds it, as for a file another
-    // program put there; the index of the folder it left still lists it, and the same reconcile
-    // expunges that entry, the Maildir files being the truth.
-    if (renamedLater.length) {
-      const dataDir = path.resolve(opts.dataDir);
-      const relOf = (abs: string): string => `data/${path.relative(dataDir, abs).split(path.sep).join('/')}`;
-      // Never the same file twice: what is archived, by path and by file id (listed before).
-      const archivedPaths = new Set(files.map((f) => f.path));
-      const archivedIds = new Map<string, string>();
-      for (const w of sources) if (w.id && isMessage(w.rel) && archivedPaths.has(w.rel)) archivedIds.set(w.id, w.abs);
-      const dirPaths = new Set(dirs.map((d) => d.path));
-      const archived = (abs: string): boolean => archivedPaths.has(relOf(abs));
-      for (let round = 0; round < 3 && renamedLater.length; round++) {
-        const listings = new RoundListings();
-        const again: Walked[] = [];
-        for (const s of renamedLater) {
-          if (writeFailed) throw writeFailed;
-          const found = await findMessage(s, dataDir, listings, archivedIds, archived);
-          if (!found) {
-            vanished++;
-            continue;
-          }
-          const rel = relOf(found);
-          if (archivedPaths.has(rel)) continue;
-          // A folder made since the listing (the new name of a renamed folder): its Maildir
-          // folders and marker too, so it restores whole.
-          const folder = path.dirname(path.dirname(found));
-          if (strictlyInside(folder, dataDir) && !dirPaths.has(relOf(folder))) {
-            for (const d of [folder, ...['cur', 'new', 'tmp'].map((sub) => path.join(folder, sub))]) {
-              const st = await fsp.stat(d).catch(() => undefined);
-              const dRel = relOf(d);
-              if (!st?.isDirectory() || dirPaths.has(dRel)) continue;
-              dirs.push({ path: dRel, mode: st.mode & 0o777 });
-              dirPaths.add(dRel);
-              await addDirEntry(pack, dRel, st.mode & 0o777, now);
-            }
-            const marker = path.join(folder, 'maildirfolder');
-            if (!archived(marker)) {
-              const added = await addLiveFile(pack, marker, relOf(marker)).catch((err: unknown) => {
-                if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-                throw err;
-              });
-              if (added) {
-                files.push(added);
-                archivedPaths.add(added.path);
-              }
-            }
-          }
-          try {
-            files.push(await addLiveFile(pack, found, rel));
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-            again.push({ ...s, abs: found, rel });
-            continue;
-          }
-          archivedPaths.add(rel);
-          if (s.id) archivedIds.set(s.id, found);
-        }
-        renamedLater = again;
+    const dataDir = path.resolve(opts.dataDir);
+    const relOf = (abs: string): string => `data/${path.relative(dataDir, abs).split(path.sep).join('/')}`;
+    // Never the same file twice: what is archived, by path and by file id (listed before).
+    const archivedPaths = new Set(files.map((f) => f.path));
+    const archivedIds = new Map<string, string>();
+    for (const w of sources) if (w.id && isMessage(w.rel) && archivedPaths.has(w.rel)) archivedIds.set(w.id, w.abs);
+    const dirPaths = new Set(dirs.map((d) => d.path));
+    const archived = (abs: string): boolean => archivedPaths.has(relOf(abs));
+    /** A folder made since the listing (a renamed folder's new name, a new folder): its Maildir folders and marker too, so it restores whole. */
+    const makeWhole = async (folder: string): Promise<void> => {
+      if (!strictlyInside(folder, dataDir) || dirPaths.has(relOf(folder))) return;
+      for (const d of [folder, ...['cur', 'new', 'tmp'].map((sub) => path.join(folder, sub))]) {
+        const st = await fsp.stat(d).catch(() => undefined);
+        const dRel = relOf(d);
+        if (!st?.isDirectory() || dirPaths.has(dRel)) continue;
+        dirs.push({ path: dRel, mode: st.mode & 0o777 });
+        dirPaths.add(dRel);
+        await addDirEntry(pack, dRel, st.mode & 0o777, now);
       }
+      const marker = path.join(folder, 'maildirfolder');
+      if (!archived(marker)) {
+        const added = await addLiveFile(pack, marker, relOf(marker)).catch((err: unknown) => {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+          throw err;
+        });
+        if (added) {
+          files.push(added);
+          archivedPaths.add(added.path);
+        }
+      }
+    };
+    // The final sweep. A message that moved, while the walk was listing, from a folder not listed
+    // yet into one already listed is in no listing: never copied, never missed. So each user's
+    // folders (listed afresh: a folder made meanwhile too) have their cur/ and new/ listed once
+    // more, and every message file not archived yet, by path or by file id (a message renamed
+    // after its copy, by a flag change or a move, is the same file: not added again), is archived
+    // where it is now. This also finds most messages that vanished from their listed path, so
+    // the first retry round below shares these listings. Mail that arrived (or was copied with a
+    // hard link) during the backup is archived too, when not the same file as one archived
+    // already: its folder's index snapshot may not list it, and on restore the reconcile on
+    // SELECT (sync) adds it, as for any file another program put there.
+    const sweep = new RoundListings();
+    const userDirs = new Set<string>();
+    for (const d of dirs) {
+      // A Maildir folder: cur/ with tmp/ beside it.
+      if (!d.path.startsWith('data/') || !d.path.endsWith('/cur') || !dirPaths.has(`${d.path.slice(0, -'cur'.length)}tmp`)) continue;
+      const folder = path.join(dataDir, ...d.path.slice('data/'.length).split('/').slice(0, -1));
+      const userDir = path.basename(folder).startsWith('.') ? path.dirname(folder) : folder;
+      if (strictlyInside(userDir, dataDir)) userDirs.add(userDir);
+    }
+    for (const userDir of [...userDirs].sort()) {
+      for (const folder of await sweep.folders(userDir)) {
+        for (const sub of ['cur', 'new']) {
+          for (const name of await sweep.files(path.join(folder, sub))) {
+            if (writeFailed) throw writeFailed;
+            const abs = path.join(folder, sub, name);
+            const rel = relOf(abs);
+            if (archivedPaths.has(rel)) continue;
+            const st = await fsp.stat(abs).catch(() => undefined);
+            if (!st?.isFile() || archivedIds.has(fileId(st))) continue;
+            await makeWhole(folder);
+            try {
+              files.push(await addLiveFile(pack, abs, rel));
+            } catch (err) {
+              // Moved again (a message that vanished is then looked for by the retry rounds).
+              if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+              continue;
+            }
+            archivedPaths.add(rel);
+            archivedIds.set(fileId(st), abs);
+          }
+        }
+      }
+    }
+    // Messages renamed or moved since the listing and not found by the sweep, archived once
+    // under the path where they are now (see findMessage); each folder is listed once a round,
+    // not once a message, and the first round uses the sweep's listings. A message moved into a
+    // folder whose index was snapshotted before the move is in the archive but not in that
+    // index: on restore, the reconcile on SELECT (sync) adds it, as for a file another program
+    // put there; the index of the folder it left still lists it, and the same reconcile
+    // expunges that entry, the Maildir files being the truth.
+    for (let round = 0; round < 3 && renamedLater.length; round++) {
+      const listings = round === 0 ? sweep : new RoundListings();
+      const again: Walked[] = [];
+      for (const s of renamedLater) {
+        if (writeFailed) throw writeFailed;
+        const found = await findMessage(s, dataDir, listings, archivedIds, archived);
+        if (!found) {
+          vanished++;
+          continue;
+        }
+        const rel = relOf(found);
+        if (archivedPaths.has(rel)) continue;
+        await makeWhole(path.dirname(path.dirname(found)));
+        try {
+          files.push(await addLiveFile(pack, found, rel));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          again.push({ ...s, abs: found, rel });
+          continue;
+        }
+        archivedPaths.add(rel);
+        if (s.id) archivedIds.set(s.id, found);
+      }
+      renamedLater = again;
     }
     vanished += renamedLater.length;
     const usersText = await fsp.readFile(path.join(opts.configDir, 'users'), 'utf8').catch(() => '');

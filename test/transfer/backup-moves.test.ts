@@ -2,10 +2,12 @@
 // copied yet into one already copied, or their folder renamed. Each must be in the archive once,
 // where it is now, and come back on restore (hearth's reconcile on sync adds a file its folder's
 // index snapshot does not list). Flag renames are still found; nothing is archived twice, even
-// when the folder listing itself raced with a move and saw the message in two folders.
+// when the folder listing itself raced with a move and saw the message in two folders. A message
+// that moves while the folders are being listed, from one not listed yet into one already listed
+// (so in no listing), is found by the final sweep, which adds nothing already archived.
 import fsp from 'node:fs/promises';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { renameSync } from 'node:fs';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -283,6 +285,111 @@ describe('never archived twice', () => {
     expect(messagePaths(paths)).toHaveLength(3);
     expect(r.manifest.vanished).toBe(0);
     expect((await verifyBackup(r.archive)).problems).toEqual([]);
+  });
+});
+
+describe('a message moved while the folders are being listed', () => {
+  it('from a folder not listed yet into one already listed: in no listing, archived once by the final sweep, and restored', async () => {
+    const { configDir, dataDir, user } = await makeHearth('walk-move', { INBOX: { count: 2 }, Archive: { count: 1 }, Trash: { count: 2 } });
+    const [trashFile] = (await readdir(join(user, '.Trash', 'cur'))).sort();
+    const [inboxFile] = (await readdir(join(user, 'cur'))).sort();
+    const archiveDir = join(user, '.Archive');
+    const realReaddir = fsp.readdir.bind(fsp) as (...a: unknown[]) => Promise<unknown>;
+    let movedTo = '';
+    // The walk lists .Archive, then .Trash, then INBOX (the user's own cur/ new/): just before it
+    // lists .Trash, a Trash message moves to Archive as the store does (a new name) and an INBOX
+    // message as other programs do (same name). Neither is in any listing.
+    vi.spyOn(fsp, 'readdir').mockImplementation((async (...args: unknown[]) => {
+      if (!movedTo && args[0] === join(user, '.Trash')) {
+        movedTo = storeStyleMove(join(user, '.Trash', 'cur', trashFile!), archiveDir);
+        renameSync(join(user, 'cur', inboxFile!), join(archiveDir, 'cur', inboxFile!));
+      }
+      return realReaddir(...args);
+    }) as typeof fsp.readdir);
+    const r = await createBackup({ configDir, dataDir, out: join(work, 'walk-move.tar') });
+    vi.restoreAllMocks();
+    expect(movedTo).not.toBe('');
+    const paths = r.manifest.files.map((f) => f.path);
+    expect(new Set(paths).size).toBe(paths.length);
+    expect(paths).toContain(`data/example.test/alice/.Archive/cur/${movedTo.split('/').at(-1)}`);
+    expect(paths).toContain(`data/example.test/alice/.Archive/cur/${inboxFile}`);
+    expect(messagePaths(paths)).toHaveLength(5);
+    expect(r.manifest.counts.messages).toBe(5);
+    expect(r.manifest.vanished).toBe(0);
+    expect((await verifyBackup(r.archive)).problems).toEqual([]);
+    const restored = await restoredSubjects(r.archive, 'walk-move');
+    expect(Object.values(restored).flat().sort()).toEqual([...range('INBOX', 2), ...range('Archive', 1), ...range('Trash', 2)].sort());
+    expect(restored.Archive).toHaveLength(3);
+  });
+
+  it('into a folder the walk never saw (made during the walk): archived with its folder made whole', async () => {
+    const { configDir, dataDir, user } = await makeHearth('walk-new-folder', { INBOX: { count: 1 }, Trash: { count: 2 } });
+    const [trashFile] = (await readdir(join(user, '.Trash', 'cur'))).sort();
+    const realReaddir = fsp.readdir.bind(fsp) as (...a: unknown[]) => Promise<unknown>;
+    let movedTo = '';
+    // .Trash is about to be listed: a folder .Archive (sorted before it, so never listed) is made
+    // as the store makes one, and a Trash message moves into it.
+    vi.spyOn(fsp, 'readdir').mockImplementation((async (...args: unknown[]) => {
+      if (!movedTo && args[0] === join(user, '.Trash')) {
+        for (const sub of ['cur', 'new', 'tmp']) mkdirSync(join(user, '.Archive', sub), { recursive: true });
+        writeFileSync(join(user, '.Archive', 'maildirfolder'), '');
+        movedTo = storeStyleMove(join(user, '.Trash', 'cur', trashFile!), join(user, '.Archive'));
+      }
+      return realReaddir(...args);
+    }) as typeof fsp.readdir);
+    const r = await createBackup({ configDir, dataDir, out: join(work, 'walk-new-folder.tar') });
+    vi.restoreAllMocks();
+    expect(movedTo).not.toBe('');
+    const paths = r.manifest.files.map((f) => f.path);
+    expect(new Set(paths).size).toBe(paths.length);
+    expect(paths).toContain(`data/example.test/alice/.Archive/cur/${movedTo.split('/').at(-1)}`);
+    expect(paths).toContain('data/example.test/alice/.Archive/maildirfolder');
+    expect(r.manifest.dirs!.map((d) => d.path)).toEqual(expect.arrayContaining(['.Archive', '.Archive/cur', '.Archive/new', '.Archive/tmp'].map((d) => `data/example.test/alice/${d}`)));
+    expect(messagePaths(paths)).toHaveLength(3);
+    expect(r.manifest.vanished).toBe(0);
+    expect((await verifyBackup(r.archive)).problems).toEqual([]);
+    expect(Object.values(await restoredSubjects(r.archive, 'walk-new-folder')).flat().sort()).toEqual(['INBOX-0', 'Trash-0', 'Trash-1']);
+  });
+});
+
+/** A read message's name (`…:2,S`) once flagged too. */
+const flagged = (name: string): string => name.replace(/:2,S$/, ':2,FS');
+
+describe('the final sweep adds nothing twice', () => {
+  it('messages renamed after being copied (flags) are not added again; mail that arrived meanwhile is added once; each folder listed once more', async () => {
+    const { configDir, dataDir, user } = await makeHearth('sweep-twice', { INBOX: { count: 20 }, Archive: { count: 2 } });
+    const inboxFiles = await readdir(join(user, 'cur'));
+    const readdirs = vi.spyOn(fsp, 'readdir');
+    const arrived = Buffer.from('Subject: arrived\r\n\r\nnew mail\r\n');
+    let arrivedName = '';
+    const r = await createBackup({
+      configDir,
+      dataDir,
+      out: join(work, 'sweep-twice.tar'),
+      // INBOX's cur/ is copied: every message in it is flagged (a new name, the same file), and a
+      // message is delivered to its new/.
+      onProgress: once('data/example.test/alice/cur/', () => {
+        for (const n of inboxFiles) renameSync(join(user, 'cur', n), join(user, 'cur', flagged(n)));
+        arrivedName = `${new MaildirStore({ root: work, hostname: 'mx.test.example' }).newBaseName()},S=${arrived.length}`;
+        writeFileSync(join(user, 'new', arrivedName), arrived);
+      }),
+    });
+    expect(arrivedName).not.toBe('');
+    const paths = r.manifest.files.map((f) => f.path);
+    expect(new Set(paths).size).toBe(paths.length);
+    for (const n of inboxFiles) expect(paths).toContain(`data/example.test/alice/cur/${n}`);
+    for (const n of inboxFiles) expect(paths).not.toContain(`data/example.test/alice/cur/${flagged(n)}`);
+    expect(paths).toContain(`data/example.test/alice/new/${arrivedName}`);
+    expect(messagePaths(paths)).toHaveLength(23);
+    expect(r.manifest.vanished).toBe(0);
+    // Once by the walk, once by the final sweep (nothing vanished: no retry round).
+    const calls = (dir: string) => readdirs.mock.calls.filter(([d]) => d === dir).length;
+    for (const dir of ['cur', 'new', '.Archive/cur', '.Archive/new']) expect(calls(join(user, dir)), dir).toBe(2);
+    readdirs.mockRestore();
+    expect((await verifyBackup(r.archive)).problems).toEqual([]);
+    const restored = await restoredSubjects(r.archive, 'sweep-twice');
+    expect(restored.INBOX).toEqual([...range('INBOX', 20), 'arrived'].sort());
+    expect(restored.Archive).toEqual(range('Archive', 2));
   });
 });
 
