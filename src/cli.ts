@@ -2,7 +2,7 @@
 // what went wrong and how to fix it, and exits non-zero on failure. Passwords come from a
 // prompt or standard input, never from the command line (it would land in shell history
 // and in `ps`).
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { controlRequest } from './core/control.ts';
 import { HearthError } from './core/errors.ts';
@@ -12,13 +12,10 @@ import { UsersFile } from './config/users.ts';
 import { registerGatherCommands } from './gather/cli.ts';
 import { registerSetupCommands } from './cli/setup.ts';
 import { registerTransferCommands } from './cli/transfer.ts';
-import { formatOpsStatus, registerOpsCommands } from './cli/ops.ts'; // ops (issue 9): tls, doctor, status lines
+import { configDirOf, formatOpsStatus, registerOpsCommands } from './cli/ops.ts'; // ops (issue 9): tls, doctor, status lines
+import { registerServiceCommands } from './cli/service.ts';
 
 const EXIT_USAGE = 2;
-
-function configDirOf(opts: { config?: string }): string {
-  return resolve(opts.config ?? process.env.HEARTH_CONFIG ?? 'config');
-}
 
 async function readPassword(opts: { passwordStdin?: boolean }, prompt: string): Promise<string> {
   if (opts.passwordStdin) {
@@ -458,6 +455,7 @@ export function buildCli(): Command {
 
   registerSetupCommands(program);
   registerOpsCommands(program); // ops (issue 9)
+  registerServiceCommands(program);
   return program;
 }
 

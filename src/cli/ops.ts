@@ -13,7 +13,7 @@ import { silentLogger } from '../core/log.ts';
 import type { QueueEntry } from '../queue/queue.ts';
 import type { Finding } from '../ops/doctor.ts';
 
-function configDirOf(opts: { config?: string }): string {
+export function configDirOf(opts: { config?: string }): string {
   return resolve(opts.config ?? process.env.HEARTH_CONFIG ?? 'config');
 }
 

@@ -1,0 +1,155 @@
+// `hearth service systemd`: a systemd unit that runs this hearth as a service: started at boot,
+// restarted after a crash, stopped with SIGTERM and given the time its graceful shutdown needs,
+// SIGHUP to reload certificates, and locked down to the two folders it writes.
+import { realpathSync } from 'node:fs';
+import { stat, writeFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { loadConfig } from '../config/load.ts';
+import { HearthError } from '../core/errors.ts';
+import { configDirOf } from './ops.ts';
+
+/** Ports below this need root or CAP_NET_BIND_SERVICE. */
+const FIRST_UNPRIVILEGED_PORT = 1024;
+/** How long systemd waits past hearth's own shutdown grace before it kills the process. */
+const STOP_MARGIN_SECONDS = 15;
+
+export type UnitSettings = {
+  /** The Node binary (absolute) and hearth's cli.ts (absolute). */
+  node: string;
+  cli: string;
+  configDir: string;
+  dataDir: string;
+  /** Run as this account; undefined runs as root (not advised). */
+  user: string | undefined;
+  /** Listener ports, to decide whether the unit must grant the low-port capability. */
+  ports: number[];
+  shutdownGraceMs: number;
+};
+
+/** systemd quotes: a path with spaces or quotes must be quoted in Exec lines. */
+function execArg(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `"${arg.replace(/(["\\])/g, '\\$1')}"`;
+}
+
+/** A path in ReadWritePaths= (space-separated list): spaces must be escaped. */
+function pathListItem(p: string): string {
+  return p.replace(/\\/g, '\\\\').replace(/ /g, '\\x20');
+}
+
+export function systemdUnit(s: UnitSettings): string {
+  const lowPorts = s.ports.filter((p) => p > 0 && p < FIRST_UNPRIVILEGED_PORT);
+  const needsCapability = s.user !== undefined && s.user !== 'root' && lowPorts.length > 0;
+  const stopSeconds = Math.ceil(s.shutdownGraceMs / 1000) + STOP_MARGIN_SECONDS;
+  const inTmp = [s.configDir, s.dataDir].some((d) => /^\/(var\/)?tmp(\/|$)/.test(d));
+  const lines = [
+    '# Written by `hearth service systemd`. Install it with:',
+    '#   sudo cp hearth.service /etc/systemd/system/ && sudo systemctl daemon-reload && sudo systemctl enable --now hearth',
+    '# Logs: journalctl -u hearth -f',
+    '[Unit]',
+    'Description=hearth personal mail server (SMTP, submission, IMAP, POP3, webmail)',
+    `Documentation=file://${resolve(s.cli, '../../README.md')}`,
+    'After=network-online.target',
+    'Wants=network-online.target',
+    '',
+    '[Service]',
+    'Type=simple',
+    ...(s.user !== undefined ? [`User=${s.user}`] : []),
+    `WorkingDirectory=${s.configDir}`,
+    `ExecStart=${[s.node, s.cli, 'serve', '--config', s.configDir, '--log-format', 'json'].map(execArg).join(' ')}`,
+    '# SIGHUP makes hearth read its TLS certificate again (as `hearth tls reload` does).',
+    'ExecReload=/bin/kill -HUP $MAINPID',
+    `# hearth finishes open SMTP transactions for timeouts.shutdown_grace (${Math.ceil(s.shutdownGraceMs / 1000)} s), then answers 421 and exits 0.`,
+    'KillSignal=SIGTERM',
+    `TimeoutStopSec=${stopSeconds}`,
+    'Restart=on-failure',
+    'RestartSec=5',
+    '# glibc keeps the memory freed after argon2id logins (about 19 MiB each) unless told to give it back.',
+    'Environment=MALLOC_TRIM_THRESHOLD_=131072',
+    'UMask=0077',
+    'LimitNOFILE=65536',
+    ...(needsCapability
+      ? [
+          `# Ports ${lowPorts.join(', ')} are below 1024: allow binding them without root.`,
+          'AmbientCapabilities=CAP_NET_BIND_SERVICE',
+          'CapabilityBoundingSet=CAP_NET_BIND_SERVICE',
+        ]
+      : []),
+    '# hearth writes only its config folder (users, keys, certificates) and its data folder.',
+    'NoNewPrivileges=yes',
+    'ProtectSystem=strict',
+    'ProtectHome=read-only',
+    `ReadWritePaths=${[...new Set([s.configDir, s.dataDir])].map(pathListItem).join(' ')}`,
+    // A private /tmp would hide a config or data folder that lives under /tmp.
+    ...(inTmp ? [] : ['PrivateTmp=yes']),
+    'PrivateDevices=yes',
+    'ProtectKernelTunables=yes',
+    'ProtectKernelModules=yes',
+    'ProtectControlGroups=yes',
+    'RestrictSUIDSGID=yes',
+    'LockPersonality=yes',
+    'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+    '',
+    '[Install]',
+    'WantedBy=multi-user.target',
+    '',
+  ];
+  return lines.join('\n');
+}
+
+/** Problems that would make the unit fail at start, each with its fix. */
+export async function unitProblems(s: UnitSettings): Promise<string[]> {
+  const problems: string[] = [];
+  for (const [what, dir] of [['config folder', s.configDir], ['data folder', s.dataDir]] as const) {
+    const st = await stat(dir).catch(() => undefined);
+    if (!st?.isDirectory()) problems.push(`the ${what} ${dir} does not exist yet: run \`hearth setup\` (or \`hearth serve\` once) first`);
+  }
+  if (s.user !== undefined && s.user !== 'root') {
+    // The account reads hearth's own files: every folder above them must let others through.
+    for (const file of [s.node, s.cli]) {
+      for (let dir = dirname(file); dir !== dirname(dir); dir = dirname(dir)) {
+        const st = await stat(dir).catch(() => undefined);
+        if (st && (st.mode & 0o001) === 0) {
+          problems.push(`${s.user} cannot reach ${file}: ${dir} is closed to other accounts (mode ${(st.mode & 0o777).toString(8)}); clone hearth under /opt, or \`chmod o+x ${dir}\``);
+          break;
+        }
+      }
+    }
+  }
+  if (s.user === undefined) problems.push('no --user: the service would run as root. Make an account (`sudo useradd --system --home-dir /nonexistent hearth`), give it the folders (`sudo chown -R hearth: CONFIG DATA`) and pass --user hearth');
+  return problems;
+}
+
+export function registerServiceCommands(program: Command): void {
+  const service = program.command('service').description('run hearth as a system service');
+  service
+    .command('systemd')
+    .description('print (or write) a systemd unit that runs this hearth at boot, restarts it after a crash and stops it gracefully')
+    .option('-c, --config <dir>', 'config folder (default: $HEARTH_CONFIG or ./config)')
+    .option('--user <name>', 'the account the service runs as (it must own the config and data folders); default: root, which is not advised')
+    .option('-o, --output <file>', 'write the unit to this file (e.g. /etc/systemd/system/hearth.service) instead of standard output')
+    .action(async (opts: { config?: string; user?: string; output?: string }) => {
+      if (opts.user !== undefined && !/^[a-z_][a-z0-9_-]*\$?$/i.test(opts.user)) {
+        throw new HearthError('CLI_USAGE', `--user ${JSON.stringify(opts.user)} is not an account name (letters, digits, _ and -)`);
+      }
+      const loaded = await loadConfig(configDirOf(opts));
+      const settings: UnitSettings = {
+        node: realpathSync(process.execPath),
+        cli: fileURLToPath(new URL('../cli.ts', import.meta.url)),
+        configDir: loaded.dir,
+        dataDir: loaded.dataDir,
+        user: opts.user,
+        ports: Object.values(loaded.config.listeners).flatMap((l) => (l?.enabled ? [l.listen.port] : [])),
+        shutdownGraceMs: loaded.config.timeouts.shutdown_grace,
+      };
+      for (const problem of await unitProblems(settings)) process.stderr.write(`warning: ${problem}\n`);
+      const unit = systemdUnit(settings);
+      if (opts.output === undefined || opts.output === '-') {
+        process.stdout.write(unit);
+        return;
+      }
+      await writeFile(opts.output, unit, { mode: 0o644 });
+      process.stderr.write(`wrote ${opts.output}\nnext: sudo systemctl daemon-reload && sudo systemctl enable --now hearth\nlogs: journalctl -u hearth -f\n`);
+    });
+}
