@@ -1,29 +1,17 @@
 // Shared bits of the gather tests: a "remote" hearth (IMAP and POP3 on loopback, a user with
 // mail) and a "local" hearth that gathers from it, plus readers for what arrived locally.
-import { spawn } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { controlRequest } from '../../src/core/control.ts';
-import { ALL_LISTENERS, CLI, makeSetup, startTestHearth } from '../helpers/hearth.ts';
+import { ALL_LISTENERS, makeSetup, startTestHearth } from '../helpers/hearth.ts';
 import type { TestSetup } from '../helpers/hearth.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import type { DnsServer } from '../helpers/dns-server.ts';
 
 export type Running = Awaited<ReturnType<typeof startTestHearth>>;
-export type CliResult = { code: number | null; stdout: string; stderr: string };
+export { runCli } from '../helpers/cli.ts';
+export type { CliResult } from '../helpers/cli.ts';
 
-/** Run `hearth <args>` in a child process: `input` on its stdin, `preload` imported (--import) first. */
-export function runCli(args: string[], opts: { input?: string; preload?: string } = {}): Promise<CliResult> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...(opts.preload ? ['--import', opts.preload] : []), CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.stdin.end(opts.input ?? '');
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 export type Remote = { setup: TestSetup; hearth: Running; imap: number; imaps: number; pop3: number; pop3s: number };
 
 export const REMOTE_USER = 'bob@example.test';
