@@ -310,6 +310,10 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
     };
     const lineLimits = { connectionsPerIp: config.limits.connections_per_ip, maxConnections: config.limits.connections, tlsCredentials: tls };
 
+    // RFC 1939 3: the autologout timer is at least 10 minutes; shorter is allowed (tests), but said.
+    if ((config.listeners.pop3?.enabled || config.listeners.pop3s?.enabled) && config.timeouts.pop3_idle < 600_000) {
+      log.warn({ pop3_idle_ms: config.timeouts.pop3_idle }, 'timeouts.pop3_idle is below the 10 minutes RFC 1939 requires; clients may be logged out mid-session');
+    }
     for (const service of ['pop3', 'pop3s'] as const) {
       await startLineService(service, (mode) => new Pop3Server({
         ...lineLimits,
@@ -319,7 +323,9 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
         limiter: ops.limiter(service, limiter), // ops (issue 9)
         plaintext: config.auth.plaintext,
         tls: mode,
-        idleMs: { authorization: Math.min(60_000, config.timeouts.pop3_idle), transaction: config.timeouts.pop3_idle },
+        idleMs: { authorization: config.timeouts.pop3_idle, transaction: config.timeouts.pop3_idle },
+        loginMs: config.timeouts.pop3_login,
+        commandsPerSecond: config.limits.pop3_commands_per_second,
         maxLine: config.limits.line_length,
       }));
     }

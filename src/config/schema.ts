@@ -277,6 +277,8 @@ export const ConfigSchema = z.strictObject({
       line_length: byteSize.prefault(4096),
       connections_per_ip: z.number().int().min(1).default(20),
       connections: z.number().int().min(1).default(500),
+      /** POP3 commands per second per connection before further ones are delayed (not refused). */
+      pop3_commands_per_second: z.number().int().min(1).default(10_000),
     })
     .prefault({}),
   timeouts: z
@@ -285,6 +287,8 @@ export const ConfigSchema = z.strictObject({
       pop3_idle: duration.prefault('10m'),
       imap_idle: duration.prefault('30m'),
       imap_login: duration.prefault('1m'),
+      /** POP3 authentication deadline: from connect to a successful login. */
+      pop3_login: duration.prefault('1m'),
       shutdown_grace: duration.prefault('10s'),
     })
     .prefault({}),

@@ -3,7 +3,7 @@
 // CLOSED once the connection is gone. Every command is dispatched to do_${state}_${VERB};
 // a command in the wrong state falls to that state's default and gets -ERR.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { plaintextAllowed } from '../core/connection.ts';
 import type { LineConnection } from '../core/connection.ts';
 import { CommandPacer } from '../core/limits.ts';
@@ -36,7 +36,10 @@ export type Pop3Backend = {
 };
 
 export type Pop3SessionOptions = LineSessionOptions<Pop3Backend> & {
+  /** Inactivity autologout per state; in TRANSACTION it also bounds a stalled write (a client that stops reading). */
   idleMs: { authorization: number; transaction: number };
+  /** Authentication deadline: armed once at connect, never re-armed by commands, cleared at login. 0 = none. */
+  loginMs?: number;
   /** Unknown or misplaced commands before we hang up (RFC 2449 does not bound it; abuse). */
   maxBadCommands?: number;
   /** Commands per second before further ones are slowed down (not refused). */
@@ -66,6 +69,7 @@ export class Pop3Session extends StateMachine<State> {
   #username = '';
   #seenQueue: number[] = [];
   #seenTimer: NodeJS.Timeout | undefined;
+  #loginTimer: NodeJS.Timeout | undefined;
   #markClosed!: () => void;
   readonly #closed = new Promise<void>((resolve) => (this.#markClosed = resolve));
 
@@ -74,6 +78,23 @@ export class Pop3Session extends StateMachine<State> {
     this.conn = conn;
     this.#opts = opts;
     this.#pacer = new CommandPacer(opts.commandsPerSecond ?? 10_000);
+    // A client that keeps sending CAPA or NOOP resets the idle timer, not this one.
+    if (opts.loginMs && opts.loginMs > 0) this.#loginTimer = setTimeout(() => void this.#onLoginDeadline(), opts.loginMs);
+  }
+
+  async #onLoginDeadline(): Promise<void> {
+    this.#loginTimer = undefined;
+    if (this.state !== 'AUTHORIZATION') return;
+    this.log.info({ peer: this.conn.remoteAddress }, 'no login before the authentication deadline: closing');
+    this.#saslPending = false;
+    this.transition('CLOSED', 'login deadline');
+    await this.conn.close('-ERR authentication deadline passed; closing the connection\r\n');
+  }
+
+  /** The session holds nothing time-bound any more (login deadline). */
+  #clearLoginDeadline(): void {
+    clearTimeout(this.#loginTimer);
+    this.#loginTimer = undefined;
   }
 
   greet(): Promise<void> {
@@ -127,6 +148,7 @@ export class Pop3Session extends StateMachine<State> {
       return;
     }
     this.#release();
+    this.#clearLoginDeadline();
     this.transition('CLOSED', 'server shutdown');
     await this.conn.close('-ERR [SYS/TEMP] server shutting down; please reconnect later\r\n');
   }
@@ -135,6 +157,7 @@ export class Pop3Session extends StateMachine<State> {
   onClosed(): void {
     this.#markClosed();
     this.stopTimer();
+    this.#clearLoginDeadline();
     this.#release();
     if (this.state !== 'CLOSED') this.transition('CLOSED', 'connection closed');
   }
@@ -147,8 +170,10 @@ export class Pop3Session extends StateMachine<State> {
     this.conn.socket.destroy();
   }
 
-  async onHandlerError(): Promise<void> {
-    await this.err('internal error; please try again', 'SYS/TEMP');
+  async onHandlerError(err: unknown): Promise<void> {
+    // RFC 3206: SYS/TEMP tells the client to try again later, SYS/PERM that retrying will not help.
+    if (isPermanent(err)) await this.err('the server cannot read your maildrop; retrying will not help, tell the administrator', 'SYS/PERM');
+    else await this.err('internal error; please try again later', 'SYS/TEMP');
   }
 
   async do_default(verb: string): Promise<void> {
@@ -241,13 +266,16 @@ export class Pop3Session extends StateMachine<State> {
   }
 
   async do_AUTHORIZATION_QUIT(): Promise<void> {
+    this.#clearLoginDeadline();
     this.transition('CLOSED', 'QUIT');
     await this.conn.close(`+OK ${this.#opts.hostname} signing off\r\n`);
   }
 
   async do_AUTHORIZATION_default(verb: string): Promise<void> {
     const known: readonly string[] = ['STAT', 'LIST', 'UIDL', 'RETR', 'TOP', 'DELE', 'RSET', 'NOOP'];
-    if (known.includes(verb)) return this.err(`${verb} needs a login first`);
+    // Before login, misplaced commands count as bad ones too: a client that will not log in is
+    // shown the door (smtp-server counts unauthenticated commands the same way).
+    if (known.includes(verb)) return this.#bad(`${verb} needs a login first`);
     await this.#bad(`unknown command ${sanitize(verb)}`);
   }
 
@@ -291,6 +319,8 @@ export class Pop3Session extends StateMachine<State> {
     }
     this.#username = `${box.user}@${box.domain}`;
     this.log.info({ peer, user: this.#username, messages: this.#entries.length }, 'logged in');
+    this.#clearLoginDeadline();
+    this.#badCommands = 0;
     this.transition('TRANSACTION', 'login');
     const { count, octets } = this.#totals();
     await this.ok(`maildrop has ${count} message${count === 1 ? '' : 's'} (${octets} octets)`);
@@ -400,18 +430,24 @@ export class Pop3Session extends StateMachine<State> {
 
   /** Stream a message (or its top) dot-stuffed, honouring socket backpressure. */
   async #send(e: Entry, first: string, topLines: number | null): Promise<boolean> {
+    // A message removed under the session (IMAP EXPUNGE, another program) is gone for good:
+    // a plain -ERR, not [SYS/TEMP], which would have the client retry it forever.
+    const vanished = () => this.err(`message ${e.number} no longer exists (removed by another session)`);
     if (topLines === null && e.size <= WHOLE_READ_MAX) {
       const whole = await this.withTimerPaused(() => this.#maildrop!.readMessage(INBOX, e.uid));
       if (!whole) {
-        await this.err(`message ${e.number} was removed by another session`, 'SYS/TEMP');
+        await vanished();
         return false;
       }
-      await this.withTimerPaused(() => this.conn.writer.write(Buffer.concat([Buffer.from(`+OK ${first}\r\n`), dotStuffBuffer(whole)])));
+      const written = this.conn.writer.write(Buffer.concat([Buffer.from(`+OK ${first}\r\n`), dotStuffBuffer(whole)]));
+      // Most writes go straight into the socket: only one that waits on the client needs watching.
+      if (this.conn.socket.writableNeedDrain) await this.#watchingStalls(() => written);
+      else await written;
       return !this.conn.closed;
     }
     const stream = await this.withTimerPaused(() => this.#maildrop!.openMessage(INBOX, e.uid));
     if (!stream) {
-      await this.err(`message ${e.number} was removed by another session`, 'SYS/TEMP');
+      await vanished();
       return false;
     }
     await this.conn.writer.writeLine(`+OK ${first}`);
@@ -419,19 +455,65 @@ export class Pop3Session extends StateMachine<State> {
     const stuffed = dotStuff();
     const pump = (async () => {
       try {
-        for await (const chunk of source) if (!stuffed.write(chunk)) await new Promise((r) => stuffed.once('drain', r));
+        for await (const chunk of source) {
+          if (stuffed.destroyed) break;
+          if (!stuffed.write(chunk)) await drainOrClose(stuffed);
+        }
         stuffed.end();
       } catch (err) {
         stuffed.destroy(err as Error);
       }
     })();
-    // A slow reader is not an idle client: keep the autologout timer off while we write.
-    await this.withTimerPaused(async () => {
-      for await (const chunk of stuffed) await this.conn.writer.write(chunk as Buffer);
-    });
-    await pump;
-    stream.destroy();
+    try {
+      await this.#watchingStalls(async () => {
+        for await (const chunk of stuffed) {
+          if (this.conn.closed || this.conn.writer.closed) break;
+          await this.conn.writer.write(chunk as Buffer);
+        }
+      });
+    } catch (err) {
+      // The +OK and part of the body are out: an -ERR now would be read as message text. The
+      // only honest signal left is to drop the connection (the client sees no final dot).
+      this.log.error({ err, user: this.#username, uid: e.uid }, 'reading the message failed mid-transfer: closing the connection');
+      this.#release();
+      this.transition('CLOSED', 'read failure mid-transfer');
+      this.conn.socket.destroy();
+    } finally {
+      stream.destroy();
+      stuffed.destroy();
+      await pump;
+    }
     return !this.conn.closed;
+  }
+
+  /**
+   * Run a write that may wait on the client (RETR, TOP) with the idle timer off (a slow reader
+   * is not an idle one) but a stall watchdog on: if the socket makes no drain progress for the
+   * TRANSACTION idle time, the client has stopped reading; log it and drop the connection.
+   */
+  async #watchingStalls<T>(fn: () => Promise<T>): Promise<T> {
+    const ms = this.#opts.idleMs.transaction;
+    const socket = this.conn.socket;
+    let timer: NodeJS.Timeout | undefined;
+    const progress = (): void => {
+      clearTimeout(timer);
+      if (ms > 0) timer = setTimeout(stalled, ms);
+    };
+    const stalled = (): void => {
+      socket.off('drain', progress);
+      this.log.info({ user: this.#username, unsent: socket.writableLength, timeoutMs: ms }, 'client stopped reading (no write progress): closing');
+      this.#release();
+      this.transition('CLOSED', 'write stalled');
+      socket.destroy();
+    };
+    socket.on('drain', progress);
+    progress();
+    try {
+      return await this.withTimerPaused(fn);
+    } finally {
+      clearTimeout(timer);
+      socket.off('drain', progress);
+    }
   }
 
   async do_TRANSACTION_DELE(args: string[]): Promise<void> {
@@ -477,6 +559,31 @@ export class Pop3Session extends StateMachine<State> {
     if (notHere.includes(verb)) return this.err(`${verb} is not allowed after login`);
     await this.#bad(`unknown command ${sanitize(verb)}`);
   }
+}
+
+/** Resolves when a writable drains or is closed (destroyed), whichever comes first. */
+function drainOrClose(w: Writable): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      w.off('drain', done);
+      w.off('close', done);
+      resolve();
+    };
+    w.once('drain', done);
+    w.once('close', done);
+  });
+}
+
+/** Error codes (errno, SQLite) that will not go away by retrying: the maildrop is unreadable. */
+const PERMANENT_CODES = new Set(['EACCES', 'EPERM', 'ENOTDIR', 'EISDIR', 'ELOOP', 'ENAMETOOLONG', 'SQLITE_CORRUPT', 'SQLITE_NOTADB', 'SQLITE_CANTOPEN']);
+
+/** Is any error in the cause chain a permanent one (else: transient, or a bug)? */
+function isPermanent(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && PERMANENT_CODES.has(code)) return true;
+  }
+  return false;
 }
 
 function sanitize(s: string): string {

@@ -16,7 +16,7 @@ import type { Logger } from '../core/log.ts';
 import { applyKeywords, applyLetters, compareDeliveryOrder, imapFlags, parseMaildirName, splitFlags, visibleLetters, withVisibleLetters } from './flags.ts';
 import { INDEX_FILE, IndexDb } from './index-db.ts';
 import type { MessageRow, MessageTuple } from './index-db.ts';
-import { sizeFields, sizesFromName } from './maildir.ts';
+import { crlfSizeOfFile, sizeFields, sizesFromName } from './maildir.ts';
 import type { MailboxRef, MaildirStore } from './maildir.ts';
 import { StoreError, assertSafeName, isInbox } from './names.ts';
 import { UserSearch } from './user-search.ts';
@@ -76,6 +76,8 @@ const SPECIAL_USE: Record<string, SpecialUse> = { Sent: '\\Sent', Drafts: '\\Dra
 /** A directory mtime this close to the scan's start may hide a later change in the same tick. */
 const MTIME_TRUST_MS = 1000;
 const STAT_BATCH = 256;
+/** Files without W= read at once to count their bare LFs (each streams, so memory stays small). */
+const VSIZE_BATCH = 16;
 const LOAD_SLICE = 5000;
 const NO_KEYWORDS: string[] = [];
 
@@ -1067,6 +1069,21 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       for (let j = 0; j < got.length; j++) stats[i + j] = got[j];
     }
 
+    // A file another program wrote without W= (often with bare LF line ends) is read once here,
+    // so LIST/STAT and RFC822.SIZE give the octets RETR/FETCH send (CRLF), not the file's size.
+    const vsizes: Array<number | null> = fresh.map((file, i) => {
+      const st = stats[i];
+      return st === undefined ? null : vsizeFromName(file.name, st.size);
+    });
+    const unsized = fresh.flatMap((file, i) => (stats[i]?.isFile() && vsizes[i] === null ? [i] : []));
+    for (let b = 0; b < unsized.length; b += VSIZE_BATCH) {
+      await Promise.all(
+        unsized.slice(b, b + VSIZE_BATCH).map(async (i) => {
+          vsizes[i] = await crlfSizeOfFile(path.join(f.dir, fresh[i].inNew ? 'new' : 'cur', fresh[i].name)).catch(() => null);
+        }),
+      );
+    }
+
     const anyChange = gone.length > 0 || fresh.length > 0 || renamed.some((r) => r.flagsChanged);
     const modseq = anyChange ? f.highestModseq + 1 : f.highestModseq;
     let uidNext = f.uidNext;
@@ -1075,7 +1092,7 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
       const st = stats[i];
       if (st === undefined || !st.isFile()) continue;
       const file = fresh[i];
-      added.push(this.#entry(f, uidNext++, file.name, file.inNew, st.size, vsizeFromName(file.name, st.size), Math.floor(st.mtimeMs), modseq, parseMaildirName(file.name).letters, []));
+      added.push(this.#entry(f, uidNext++, file.name, file.inNew, st.size, vsizes[i], Math.floor(st.mtimeMs), modseq, parseMaildirName(file.name).letters, []));
     }
     const updated = renamed.map(({ e, file, flagsChanged }) =>
       this.#entry(f, e.rec.uid, file.name, file.inNew, e.rec.size, e.rec.vsize, e.rec.internalDate, flagsChanged ? modseq : e.rec.modseq, parseMaildirName(file.name).letters, e.keywords),

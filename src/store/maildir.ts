@@ -14,6 +14,7 @@
 // file is written so no reader ever has to parse a message just to know its size.
 import { GroupCommit } from '../core/group-commit.ts';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -98,6 +99,27 @@ export class BareLfCounter {
     if (buf.length > 0) this.#lastWasCR = buf[buf.length - 1] === 0x0d;
     return bare;
   }
+}
+
+/**
+ * The size of a file with every bare LF counted as CRLF (what POP3 RETR and IMAP send), read
+ * once in chunks: for files other programs put in the Maildir without a W= in their name.
+ * Null if the file is gone.
+ */
+export async function crlfSizeOfFile(file: string): Promise<number | null> {
+  const counter = new BareLfCounter();
+  let size = 0;
+  let bare = 0;
+  try {
+    for await (const chunk of fs.createReadStream(file, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>) {
+      size += chunk.byteLength;
+      bare += counter.push(chunk);
+    }
+  } catch (err) {
+    if (errCode(err) === 'ENOENT') return null;
+    throw new StoreError('STORE_IO', `cannot read ${file}: ${errText(err)}`, { cause: err });
+  }
+  return size + bare;
 }
 
 function abortError(signal: AbortSignal): StoreError {

@@ -488,7 +488,7 @@ describe('vsize: the CRLF size from the file name (Dovecot W=)', () => {
     expect(again.messages.map((m) => m.vsize)).toEqual([crlf.length, crlfSize(bare)]);
   });
 
-  it('is null for a file without W=, or whose S= does not match the file', async () => {
+  it('is counted from the file (bare LF as CRLF) when it has no W=, or its S= does not match the file', async () => {
     const inboxDir = await maildir.ensureMaildir(al);
     await fs.writeFile(path.join(inboxDir, 'new', '1700000000.M1P1.foreign'), 'Subject: x\n\nx\n');
     await fs.writeFile(path.join(inboxDir, 'new', '1700000001.M1P1.foreign,S=14'), 'Subject: y\n\ny\n');
@@ -498,9 +498,9 @@ describe('vsize: the CRLF size from the file name (Dovecot W=)', () => {
     const u = await openAl();
     const st = await u.sync('INBOX');
     expect(st.messages.map((m) => [m.size, m.vsize])).toEqual([
-      [14, null],
-      [14, null],
-      [14, null],
+      [14, 17],
+      [14, 17],
+      [14, 17],
       [14, 17],
     ]);
     expect((await u.readMessage('INBOX', 1))!.toString()).toBe('Subject: x\n\nx\n');
