@@ -593,7 +593,7 @@ function catchDeliver(directory: Directory, mail: MailStore, domains: string[], 
 }
 
 /** The smarthost as a relay target, from [relay] (its password from a 0600 file), or undefined for MX mode. */
-async function smarthostTarget(loaded: LoadedConfig): Promise<RelayTarget | undefined> {
+export async function smarthostTarget(loaded: LoadedConfig): Promise<RelayTarget | undefined> {
   const relay = loaded.config.relay;
   if (relay.mode !== 'smarthost') return undefined;
   const m = relay.smarthost ? /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(relay.smarthost) : null;
@@ -601,7 +601,7 @@ async function smarthostTarget(loaded: LoadedConfig): Promise<RelayTarget | unde
   let auth: RelayTarget['auth'];
   if (relay.smarthost_user) {
     if (!relay.smarthost_password_file) throw new HearthError('CONFIG_INVALID', 'relay.smarthost_user needs relay.smarthost_password_file (a file holding only the password, mode 0600)');
-    const file = join(loaded.dir, relay.smarthost_password_file);
+    const file = resolvePath(loaded.dir, relay.smarthost_password_file); // relative to the config folder unless absolute
     const pass = (await readFile(file, 'utf8').catch((err: Error) => {
       throw new HearthError('CONFIG_INVALID', `cannot read the smarthost password from ${file}: ${err.message}`);
     })).trim();
