@@ -207,19 +207,19 @@ export function registerTransferCommands(program: Command): void {
 
   program
     .command('backup')
-    .description('write one archive (.tar.gz or .tar) of config, users, DKIM keys, queue and Maildirs, with a manifest of counts and SHA-256 sums; safe while the server runs, and checked after writing')
+    .description('write one archive (.tar.gz or .tar) of config, users, DKIM keys, queue, Maildirs and the files hearth.toml names elsewhere (TLS, SRS secret, …), with a manifest of counts and SHA-256 sums; safe while the server runs, and checked after writing')
     .argument('<out>', 'a new file ending in .tar.gz, .tgz or .tar, or an existing directory (a dated hearth-backup-….tar.gz goes in it); with --verify: the archive to check')
     .option('--verify', 'check an existing archive (every file against the manifest) instead of writing one')
     .option('-c, --config <dir>', 'config folder')
     .addHelpText('after', '\nExamples:\n  hearth backup /srv/backups                       # /srv/backups/hearth-backup-20261124-221900.tar.gz\n  hearth backup ~/hearth-$(date +%F).tar.gz\n  hearth backup --verify /srv/backups/hearth-backup-20261124-221900.tar.gz\n  hearth restore ARCHIVE -c /new/place/config      # see hearth restore --help\n')
     .action(async (out: string, opts: { config?: string; verify?: boolean }) => {
-      const { backupTarget, createBackup, verifyBackup } = await import('../transfer/backup.ts');
+      const { backupTarget, configFileReferences, createBackup, verifyBackup } = await import('../transfer/backup.ts');
       let archive = resolve(out);
       if (!opts.verify) {
         const loaded = await loadConfig(configDirOf(opts));
         archive = await backupTarget(out);
         const bar = await progressReporter('backing up', process.stderr, describeBytes('backing up'));
-        const r = await createBackup({ configDir: loaded.dir, dataDir: loaded.dataDir, out: archive, onProgress: (p) => bar.update(asProgress(p)) });
+        const r = await createBackup({ configDir: loaded.dir, dataDir: loaded.dataDir, out: archive, references: configFileReferences(loaded.config, loaded.dir), onProgress: (p) => bar.update(asProgress(p)) });
         const m = r.manifest;
         bar.stop(`backed up ${m.counts.files} files`);
         process.stdout.write(`wrote ${archive} (${human(r.archiveBytes)}):
@@ -229,6 +229,11 @@ export function registerTransferCommands(program: Command): void {
 `);
         process.stdout.write(`  ${m.counts.users} users, ${m.counts.mailboxes} mailboxes, ${m.counts.messages} messages, ${m.counts.queueFiles} queue files, ${m.counts.dkimKeys} DKIM keys; ${m.counts.files} files, ${human(m.counts.bytes)}\n`);
         if (m.vanished) process.stdout.write(`  ${m.vanished} file(s) removed while copying (expunged messages, delivered queue entries, deleted folders) were left out\n`);
+        if (r.external.included.length) process.stdout.write(`  external/      <- files hearth.toml names outside ${loaded.dir} and ${loaded.dataDir}:\n`);
+        for (const e of r.external.included) process.stdout.write(`    included ${e.original} (${e.keys.join(', ')}) as ${e.path}\n`);
+        for (const e of r.external.missing) {
+          process.stderr.write(`warning: ${e.keys.join(' and ')} name${e.keys.length === 1 ? 's' : ''} ${e.original}, which ${e.reason}: it is NOT in this backup; fix the path in hearth.toml, or keep a copy of that file yourself\n`);
+        }
       }
       const bar = await progressReporter('verifying', process.stderr, describeBytes('verifying'));
       const { manifest, problems } = await verifyBackup(archive, (p) => bar.update(asProgress(p)));
@@ -248,7 +253,7 @@ export function registerTransferCommands(program: Command): void {
     .argument('<archive>', 'the backup: a .tar.gz/.tar archive (or a backup directory from older versions)')
     .option('--force', 'restore into non-empty folders, overwriting the files the backup holds')
     .option('-c, --config <dir>', 'config folder to restore into (the data folder is data_dir of the archived hearth.toml, relative to it)')
-    .addHelpText('after', '\nNothing is written unless the whole archive verifies: files are staged inside the target\nfolders and moved into place at the end. Entries with absolute paths, "..", or links are refused.\n\nExample:\n  hearth restore /srv/backups/hearth-backup-20261124-221900.tar.gz -c /srv/hearth/config\n')
+    .addHelpText('after', '\nNothing is written unless the whole archive verifies: files are staged inside the target\nfolders and moved into place at the end. Entries with absolute paths, "..", or links are refused.\nFiles hearth.toml named outside its config folder (external/ in the archive) come back under\nCONFIG_DIR/restored-external/, never at their old paths; hearth.toml is not changed.\n\nExample:\n  hearth restore /srv/backups/hearth-backup-20261124-221900.tar.gz -c /srv/hearth/config\n')
     .action(async (archive: string, opts: { config?: string; force?: boolean }) => {
       const [{ readArchiveFile, restoreBackup }, { parseConfigText }] = await Promise.all([import('../transfer/backup.ts'), import('../config/load.ts')]);
       const configDir = configDirOf(opts);
@@ -273,6 +278,15 @@ export function registerTransferCommands(program: Command): void {
       const m = r.manifest;
       bar.stop(`restored ${abs}`);
       process.stdout.write(`restored ${m.counts.files} files (${m.counts.messages} messages, ${m.counts.users} users), all matching the manifest of ${m.createdAt}:\n  config/ -> ${configDir} (${r.configFiles} files)\n  data/   -> ${dataDir} (${r.dataFiles} files: ${m.counts.mailboxes} mailboxes, ${m.counts.queueFiles} queue files)\n`);
+      if (r.externalFiles.length) process.stdout.write(`files hearth.toml named outside its config folder were restored under ${join(configDir, 'restored-external')} (hearth.toml was not changed):\n`);
+      for (const e of r.externalFiles) {
+        const keys = e.keys.join(', ');
+        const setKeys = e.keys.map((k) => `${k} = ${JSON.stringify(e.configPath)}`).join(' and ');
+        process.stdout.write(`  ${e.original} (${keys}) -> ${e.restoredTo} (mode ${e.mode.toString(8).padStart(4, '0')})\n`);
+        if (e.kept) process.stdout.write(`    ${e.kept === 'same' ? 'the same file' : 'a DIFFERENT file'} was in the backup's config folder at that place; that one was restored there\n`);
+        process.stdout.write(`    fix: copy it back to ${e.original}, or set ${setKeys} in hearth.toml\n`);
+      }
+      for (const e of r.externalMissing) process.stderr.write(`warning: ${e.keys.join(', ')}: ${e.original} is not in this backup (when it was made, the file ${e.reason}); put it there yourself, or fix hearth.toml\n`);
       process.stdout.write(`full-text search indexes are not in backups: run \`hearth reindex\` (or let the server rebuild them in the background); then \`hearth serve -c ${configDir}\`\n`);
     });
 }

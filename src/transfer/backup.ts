@@ -18,6 +18,12 @@
 // databases (mailbox indexes, junk tokens, the gather ledger) are copied with SQLite's online
 // backup, so each is a consistent snapshot (their -wal/-shm files are left out); on start the
 // server reconciles an index with the Maildir files, which stay the truth.
+// Files hearth.toml names by a path outside the config and data folders (a TLS certificate in
+// /etc/letsencrypt, an SRS secret or smarthost password kept elsewhere: CONFIG_FILE_KEYS) are
+// archived as `external/<their absolute path>`, the file a link points to, with their config keys
+// and original path in the manifest; one that is missing, a folder or not a plain file is left out
+// with a warning (the backup still completes). Restore puts them under
+// `<config>/restored-external/<that path>`, never at the original path, and leaves hearth.toml be.
 // Left out: the full-text indexes (as big as the mail, rebuilt by `hearth reindex` or in the
 // background), tmp/ files (deliveries in progress), `*.tmp` files (atomic writes in progress),
 // the control socket and the inbound spool.
@@ -40,15 +46,64 @@ import { createGunzip, createGzip } from 'node:zlib';
 import { backup as sqliteBackup, DatabaseSync } from 'node:sqlite';
 import { extract as tarExtract, pack as tarPack } from 'tar-stream';
 import type { Pack } from 'tar-stream';
+import type { HearthConfig } from '../config/schema.ts';
 import { TransferError } from './mbox.ts';
 
 export const MANIFEST_FILE = 'manifest.json';
 
-export type ManifestFile = { path: string; size: number; sha256: string; mode: number; mtimeMs: number };
+/** `keys` and `original`: only for `external/…` files, the config keys naming them and their absolute path. */
+export type ManifestFile = { path: string; size: number; sha256: string; mode: number; mtimeMs: number; keys?: string[]; original?: string };
+/** A file the config names outside its folders that could not be archived, and why. */
+export type MissingExternal = { keys: string[]; original: string; reason: string };
 export type ManifestDir = { path: string; mode: number };
 export type BackupCounts = { users: number; dkimKeys: number; queueFiles: number; mailboxes: number; messages: number; files: number; bytes: number };
 /** Version 1: the old directory backups (no `dirs`). Version 2: the tar archive. */
-export type Manifest = { format: 'hearth-backup'; version: 1 | 2; createdAt: string; counts: BackupCounts; vanished: number; files: ManifestFile[]; dirs?: ManifestDir[] };
+export type Manifest = { format: 'hearth-backup'; version: 1 | 2; createdAt: string; counts: BackupCounts; vanished: number; files: ManifestFile[]; dirs?: ManifestDir[]; externalMissing?: MissingExternal[] };
+
+/**
+ * Every key of hearth.toml whose value is a file, relative to the config folder unless absolute
+ * (as src/config/load.ts and the services resolve them). DKIM keys have no key: always config/dkim/.
+ */
+export const CONFIG_FILE_KEYS = ['tls.cert', 'tls.key', 'relay.smarthost_password_file', 'routing.srs_secret_file', 'acme.account_key_file', 'acme.ca_file'] as const;
+export type ConfigFileKey = (typeof CONFIG_FILE_KEYS)[number];
+const CONFIG_FILE_VALUE: Record<ConfigFileKey, (c: HearthConfig) => string | undefined> = {
+  'tls.cert': (c) => c.tls.cert,
+  'tls.key': (c) => c.tls.key,
+  'relay.smarthost_password_file': (c) => c.relay.smarthost_password_file,
+  'routing.srs_secret_file': (c) => c.routing.srs_secret_file,
+  'acme.account_key_file': (c) => c.acme.account_key_file,
+  'acme.ca_file': (c) => c.acme.ca_file,
+};
+/** A file named by the config: its key and absolute path. */
+export type ConfigFileReference = { key: string; path: string };
+
+/** The files `config` names, resolved against its folder; backup archives those outside the config and data folders. */
+export function configFileReferences(config: HearthConfig, configDir: string): ConfigFileReference[] {
+  const refs: ConfigFileReference[] = [];
+  for (const key of CONFIG_FILE_KEYS) {
+    const value = CONFIG_FILE_VALUE[key](config);
+    if (value) refs.push({ key, path: path.resolve(configDir, value) });
+  }
+  return refs;
+}
+
+/** Where restore puts external files, inside the config folder. */
+export const RESTORED_EXTERNAL = 'restored-external';
+/** A key whose file must stay private: restored 0600, whatever mode it had. */
+const SECRET_KEY = /(^|[._])(key|secret|password)([._]|$)/;
+/** What a config key looks like (a manifest is not trusted to hold terminal escapes). */
+const CONFIG_KEY = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$/;
+const CONTROL_CHAR = /[\u0000-\u001f\u007f]/;
+
+/** An external file's entry name: external/ and its absolute path (normalised, so no "." or ".."). */
+const externalEntryName = (abs: string): string => `external/${path.resolve(abs).split(path.sep).filter(Boolean).join('/')}`;
+
+/** Why a manifest's record of an external file cannot be trusted, or undefined. */
+function badExternalRecord(f: ManifestFile): string | undefined {
+  if (typeof f.original !== 'string' || !path.posix.isAbsolute(f.original) || CONTROL_CHAR.test(f.original) || `external${f.original}` !== f.path) return 'its original path in the manifest is not valid (it must be the absolute path the entry is named after)';
+  if (!Array.isArray(f.keys) || f.keys.length === 0 || !f.keys.every((k) => typeof k === 'string' && CONFIG_KEY.test(k))) return 'its config keys in the manifest are not valid';
+  return undefined;
+}
 
 const SKIP_NAMES = new Set(['hearth.sock', '.inbound-spool', 'hearth-fulltext.sqlite']);
 /** A live database's side files: its online backup already holds what they add. */
@@ -289,9 +344,11 @@ async function addEntry(pack: Pack, header: { name: string; size: number; mode: 
  * size seen at open (Maildir messages never change; anything that shrinks aborts the backup).
  */
 async function addLiveFile(pack: Pack, abs: string, rel: string, mode?: number): Promise<ManifestFile> {
-  const fh = await fsp.open(abs, 'r');
+  // Non-blocking: opening a FIFO must not wait for a writer (it is refused just below).
+  const fh = await fsp.open(abs, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   try {
     const st = await fh.stat();
+    if (!st.isFile()) throw new TransferError('BACKUP_NOT_FILE', st.isDirectory() ? `${abs} is a folder, not a file` : `${abs} is not a plain file`);
     const header = { name: rel, size: st.size, mode: mode ?? st.mode & 0o777, mtime: st.mtime };
     let data: Buffer | AsyncIterable<Buffer>;
     if (st.size <= SMALL_FILE) {
@@ -313,13 +370,38 @@ async function addLiveFile(pack: Pack, abs: string, rel: string, mode?: number):
   }
 }
 
-export type BackupResult = { manifest: Manifest; archive: string; archiveBytes: number };
+/** An external file in the archive: its config keys, absolute path, entry name and size. */
+export type IncludedExternal = { keys: string[]; original: string; path: string; size: number };
+export type BackupResult = { manifest: Manifest; archive: string; archiveBytes: number; external: { included: IncludedExternal[]; missing: MissingExternal[] } };
+
+/** Why an external file could not be read, for a warning; undefined for faults that must stop the backup. */
+function unreadableReason(err: unknown): string | undefined {
+  if (err instanceof TransferError && err.code === 'BACKUP_NOT_FILE') return /is a folder/.test(err.message) ? 'is a folder, not a file' : 'is not a plain file';
+  switch ((err as NodeJS.ErrnoException).code) {
+    case 'ENOENT':
+      return 'does not exist';
+    case 'ENOTDIR':
+      return 'does not exist (a part of its path is not a folder)';
+    case 'EACCES':
+    case 'EPERM':
+      return 'cannot be read (permission denied)';
+    case 'ELOOP':
+      return 'is a link that loops';
+    case 'ENXIO':
+    case 'EISDIR':
+      return 'is not a plain file';
+    default:
+      return undefined;
+  }
+}
 
 /**
  * Write one archive of `configDir` and `dataDir` to `out` (a new .tar/.tar.gz/.tgz file). It is
  * written as `out.partial` and renamed at the end, so a file with the final name is complete.
+ * `references` (configFileReferences): files the config names; those outside both folders are
+ * archived under external/, or listed as missing when they cannot be.
  */
-export async function createBackup(opts: { configDir: string; dataDir: string; out: string; onProgress?: (p: BackupProgress) => void }): Promise<BackupResult> {
+export async function createBackup(opts: { configDir: string; dataDir: string; out: string; references?: ConfigFileReference[]; onProgress?: (p: BackupProgress) => void }): Promise<BackupResult> {
   const out = path.resolve(opts.out);
   const kind = archiveKind(out);
   if (await fsp.stat(out).catch(() => undefined)) throw new TransferError('BACKUP_EXISTS', `${out} already exists; give a new file name (backups are never overwritten)`);
@@ -511,8 +593,34 @@ export async function createBackup(opts: { configDir: string; dataDir: string; o
       renamedLater = again;
     }
     vanished += renamedLater.length;
+    // Files the config names outside its folders, one entry per file (tls.cert and tls.key may be one PEM).
+    const external: BackupResult['external'] = { included: [], missing: [] };
+    const byPath = new Map<string, string[]>();
+    const configDir = path.resolve(opts.configDir);
+    for (const ref of opts.references ?? []) {
+      const abs = path.resolve(ref.path);
+      if (abs === configDir || abs === dataDir || strictlyInside(abs, configDir) || strictlyInside(abs, dataDir)) continue;
+      byPath.set(abs, [...(byPath.get(abs) ?? []), ref.key]);
+    }
+    for (const [abs, keys] of [...byPath].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      if (writeFailed) throw writeFailed;
+      // Restore prints these paths, so it refuses control characters in them: left out here too.
+      if (CONTROL_CHAR.test(abs)) {
+        external.missing.push({ keys, original: JSON.stringify(abs), reason: 'has a control character in its name (not archived)' });
+        continue;
+      }
+      try {
+        const added = await addLiveFile(pack, abs, externalEntryName(abs));
+        files.push({ ...added, keys, original: abs });
+        external.included.push({ keys, original: abs, path: added.path, size: added.size });
+      } catch (err) {
+        const reason = unreadableReason(err);
+        if (!reason) throw err;
+        external.missing.push({ keys, original: abs, reason });
+      }
+    }
     const usersText = await fsp.readFile(path.join(opts.configDir, 'users'), 'utf8').catch(() => '');
-    const manifest: Manifest = { format: 'hearth-backup', version: 2, createdAt: new Date().toISOString(), counts: countsOf(files, usersText), vanished, files, dirs };
+    const manifest: Manifest = { format: 'hearth-backup', version: 2, createdAt: new Date().toISOString(), counts: countsOf(files, usersText), vanished, files, dirs, ...(external.missing.length ? { externalMissing: external.missing } : {}) };
     await addEntry(pack, { name: MANIFEST_FILE, size: 0, mode: 0o600, mtime: new Date() }, Buffer.from(JSON.stringify(manifest, null, 1) + '\n'));
     pack.finalize();
     await written;
@@ -520,7 +628,7 @@ export async function createBackup(opts: { configDir: string; dataDir: string; o
     await fh.sync();
     await fh.close();
     await fsp.rename(partial, out);
-    return { manifest, archive: out, archiveBytes: (await fsp.stat(out)).size };
+    return { manifest, archive: out, archiveBytes: (await fsp.stat(out)).size, external };
   } catch (err) {
     pack.destroy(err as Error);
     await written.catch(() => undefined);
@@ -541,7 +649,7 @@ function addDirEntry(pack: Pack, name: string, mode: number, mtime: Date): Promi
 
 type ArchiveEntry = { name: string; type: string; linkname?: string; size: number; data: () => AsyncIterable<Buffer> };
 
-/** Why an entry may not be restored, or undefined when it is a plain file or folder under config/ or data/. */
+/** Why an entry may not be restored, or undefined when it is a plain file or folder under config/, data/ or external/. */
 export function unsafeEntry(name: string, type: string, linkname?: string): string | undefined {
   if (name.startsWith('/')) return 'has an absolute path';
   const parts = name.replace(/\/$/, '').split('/');
@@ -551,7 +659,7 @@ export function unsafeEntry(name: string, type: string, linkname?: string): stri
   if (type !== 'file' && type !== 'directory') return type === 'unknown' ? 'has an entry type hearth does not know, not a file or folder' : `is a ${type}, not a file or folder`;
   // "x/" as a file would be written over "x": two entries, one file on disk.
   if (type === 'file' && name.endsWith('/')) return 'is a file whose name ends in "/"';
-  if (name !== MANIFEST_FILE && parts[0] !== 'config' && parts[0] !== 'data') return 'is outside config/ and data/';
+  if (name !== MANIFEST_FILE && parts[0] !== 'config' && parts[0] !== 'data' && parts[0] !== 'external') return 'is outside config/, data/ and external/';
   if (parts.length < 2 && name !== MANIFEST_FILE) return 'is a top folder, not a file';
   return undefined;
 }
@@ -729,6 +837,8 @@ async function scanArchive(archive: string, sink: FileSink | undefined, onProgre
       continue;
     }
     listed.add(f.path);
+    const badExternal = f.path.startsWith('external/') ? badExternalRecord(f) : undefined;
+    if (badExternal) problems.push(`${f.path}: ${badExternal}`);
     const got = seen.get(f.path);
     if (!got) problems.push(`${f.path}: missing from the archive`);
     else if (got.size !== f.size) problems.push(`${f.path}: ${got.size} bytes, the manifest says ${f.size}`);
@@ -779,10 +889,18 @@ async function isEmptyDir(dir: string, ignoreShipped = false): Promise<boolean> 
   return (await fsp.readdir(dir).catch(() => [] as string[])).filter((n) => !ignoreShipped || !SHIPPED.has(n)).length === 0;
 }
 
-export type RestoreResult = { manifest: Manifest; configFiles: number; dataFiles: number };
+/**
+ * An external file restored into the config folder: `configPath` is its path there as hearth.toml
+ * would name it (relative), `restoredTo` the absolute one. `kept`: the archive's
+ * config/restored-external/ held a file at the same place (left by an earlier restore), which was
+ * restored instead; `same` when its bytes are those of the external file.
+ */
+export type RestoredExternal = { keys: string[]; original: string; restoredTo: string; configPath: string; mode: number; kept?: 'same' | 'different' };
+export type RestoreResult = { manifest: Manifest; configFiles: number; dataFiles: number; externalFiles: RestoredExternal[]; externalMissing: MissingExternal[] };
 
 /**
- * Restore `config/` into `configDir` and `data/` into `dataDir`, verifying while extracting: files
+ * Restore `config/` into `configDir`, `data/` into `dataDir` and `external/` into
+ * `configDir/restored-external/` (never at the original paths), verifying while extracting: files
  * go to a staging folder in each target and are moved into place only when the whole archive
  * matched its manifest, so a damaged or hostile archive leaves the targets as they were. Refuses
  * non-empty targets unless `force` (then the archive's files overwrite, other files stay); what a
@@ -797,10 +915,13 @@ export async function restoreBackup(opts: { archive: string; configDir: string; 
   const existed = { config: await exists(targets.config), data: await exists(targets.data) };
   const stamp = `${STAGING_PREFIX}${randomBytes(4).toString('hex')}`;
   const made: string[] = [];
-  const staging = { config: path.join(targets.config, stamp), data: path.join(targets.data, stamp) };
-  const split = (rel: string): { top: 'config' | 'data'; rest: string[] } => {
+  // External files are staged apart: config/restored-external/… may be in the archive too.
+  const staging = { config: path.join(targets.config, stamp), data: path.join(targets.data, stamp), external: path.join(targets.config, `${stamp}-external`) };
+  /** An entry's target folder, its path there, and where it is staged. */
+  const split = (rel: string): { top: 'config' | 'data'; rest: string[]; staged: string } => {
     const [top, ...rest] = rel.split('/');
-    return { top: top as 'config' | 'data', rest };
+    if (top === 'external') return { top: 'config', rest: [RESTORED_EXTERNAL, ...rest], staged: path.join(staging.external, ...rest) };
+    return { top: top as 'config' | 'data', rest, staged: path.join(staging[top as 'config' | 'data'], ...rest) };
   };
   try {
     for (const dir of Object.values(staging)) {
@@ -810,8 +931,7 @@ export async function restoreBackup(opts: { archive: string; configDir: string; 
     const { manifest, problems } = await scanArchive(
       archive,
       async (rel, data) => {
-        const { top, rest } = split(rel);
-        const dest = path.join(staging[top], ...rest);
+        const dest = split(rel).staged;
         try {
           await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
           await pipeline(data, fs.createWriteStream(dest, { mode: 0o600 }));
@@ -860,20 +980,39 @@ export async function restoreBackup(opts: { archive: string; configDir: string; 
     }
     let configFiles = 0;
     let dataFiles = 0;
-    for (const f of manifest.files) {
-      const { top, rest } = split(f.path);
+    const externalFiles: RestoredExternal[] = [];
+    // config/ and data/ files first, so an external file whose place a config/restored-external/
+    // file of the archive takes is known (and that one kept).
+    const external = (f: ManifestFile): boolean => f.path.startsWith('external/');
+    const placed = new Map<string, ManifestFile>();
+    for (const f of [...manifest.files.filter((x) => !external(x)), ...manifest.files.filter(external)]) {
+      const { top, rest, staged } = split(f.path);
       const dest = path.join(targets[top], ...rest);
+      // Permission bits only; a key, secret or password file is private whatever its mode was.
+      const mode = external(f) && f.keys?.some((k) => SECRET_KEY.test(k)) ? 0o600 : f.mode & 0o777;
+      const record = external(f) ? { keys: f.keys ?? [], original: f.original ?? '', restoredTo: dest, configPath: rest.join('/'), mode } : undefined;
+      const there = placed.get(dest);
+      if (there && record) {
+        externalFiles.push({ ...record, mode: there.mode & 0o777, kept: there.sha256 === f.sha256 ? 'same' : 'different' });
+        continue;
+      }
+      placed.set(dest, f);
       await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
       // A database restored over an older one: the old one's WAL would be replayed onto it.
       if (SQLITE_FILE.test(dest)) for (const side of ['-wal', '-shm', '-journal']) await fsp.rm(dest + side, { force: true });
-      await fsp.rename(path.join(staging[top], ...rest), dest);
-      await fsp.chmod(dest, f.mode & 0o777);
+      await fsp.rename(staged, dest);
+      await fsp.chmod(dest, mode);
       const when = new Date(f.mtimeMs);
       await fsp.utimes(dest, when, when);
-      if (top === 'config') configFiles++;
+      if (record) externalFiles.push(record);
+      else if (top === 'config') configFiles++;
       else dataFiles++;
     }
-    return { manifest, configFiles, dataFiles };
+    // Only well-formed records: they are printed.
+    const externalMissing = (Array.isArray(manifest.externalMissing) ? manifest.externalMissing : []).filter(
+      (m) => typeof m?.original === 'string' && !CONTROL_CHAR.test(m.original) && typeof m.reason === 'string' && !CONTROL_CHAR.test(m.reason) && Array.isArray(m.keys) && m.keys.every((k) => typeof k === 'string' && CONFIG_KEY.test(k)),
+    );
+    return { manifest, configFiles, dataFiles, externalFiles, externalMissing };
   } finally {
     for (const dir of Object.values(staging)) await fsp.rm(dir, { recursive: true, force: true });
     // Folders made here only for staging, and left empty (nothing restored), go too.

@@ -3,16 +3,16 @@
 // link already at OUT.partial), a hostile manifest (folders that climb out, setuid modes), names
 // that collide once written, unknown entry types, and --force over a target that holds links or
 // a stale SQLite WAL.
-import { createHash } from 'node:crypto';
 import { renameSync, rmSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { chmod, copyFile, lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { pack as tarPack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createBackup, restoreBackup, unsafeEntry, verifyBackup } from '../../src/transfer/backup.ts';
+import { craftedArchive } from './helpers.ts';
+import type { CraftedEntry as Entry } from './helpers.ts';
 
 let work: string;
 beforeAll(async () => {
@@ -41,31 +41,6 @@ async function makeHearth(name: string): Promise<{ configDir: string; dataDir: s
   db.exec('CREATE TABLE t (v TEXT); INSERT INTO t VALUES (\'backed up\')');
   db.close();
   return { configDir, dataDir };
-}
-
-type Entry = { name: string; body?: string | Buffer; type?: 'file' | 'directory'; pax?: Record<string, string> };
-
-/** A tar made by hand whose manifest lists every file entry correctly, plus `extra` fields. */
-async function craftedArchive(file: string, entries: Entry[], extra: { dirs?: Array<{ path: string; mode: number }>; mode?: Record<string, number> } = {}): Promise<void> {
-  const p = tarPack();
-  const files = [];
-  for (const e of entries) {
-    if (e.type === 'directory') {
-      p.entry({ name: e.name, type: 'directory' });
-      continue;
-    }
-    const body = Buffer.from(e.body ?? '');
-    p.entry({ name: e.name, pax: e.pax }, body);
-    const path = e.pax?.path ?? e.name;
-    files.push({ path, size: body.length, sha256: createHash('sha256').update(body).digest('hex'), mode: extra.mode?.[path] ?? 0o600, mtimeMs: 1_700_000_000_000 });
-  }
-  const counts = { users: 0, dkimKeys: 0, queueFiles: 0, mailboxes: 0, messages: 0, files: files.length, bytes: files.reduce((n, f) => n + f.size, 0) };
-  const manifest = { format: 'hearth-backup', version: 2, createdAt: '2026-01-01T00:00:00.000Z', counts, vanished: 0, files, dirs: extra.dirs ?? [] };
-  p.entry({ name: 'manifest.json' }, JSON.stringify(manifest));
-  p.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of p as unknown as AsyncIterable<Buffer>) chunks.push(Buffer.from(c));
-  await writeFile(file, Buffer.concat(chunks));
 }
 
 describe('files that go away while the backup runs', () => {
