@@ -1,24 +1,16 @@
 // Shared by the transfer tests: run the `hearth` command as a child process, open a MailStore
 // on a test setup's data directory (what the command does when no server runs), and write a
 // backup archive by hand (for hostile or odd archives).
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { pack as tarPack } from 'tar-stream';
 import { MailStore } from '../../src/store/mailboxes.ts';
 import { MaildirStore } from '../../src/store/maildir.ts';
-import { CLI } from '../helpers/hearth.ts';
 import type { TestSetup } from '../helpers/hearth.ts';
 
 export const FIXTURES = new URL('../fixtures/mbox/', import.meta.url).pathname;
 
-export function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, NO_COLOR: '1' }, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+export { runCli } from '../helpers/cli.ts';
 
 /** `fullText: false` is what the command does: the import then indexes in batches itself. */
 export function openStore(setup: TestSetup, opts: { fullText?: boolean } = {}): MailStore {
