@@ -1,17 +1,19 @@
 // The `hearth` command line, run as a real child process on the pinned Node.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { UsersFile, verifyPassword } from '../src/config/users.ts';
 import { CLI, makeSetup, spawnHearth } from './helpers/hearth.ts';
 import type { TestSetup } from './helpers/hearth.ts';
 
 type Run = { code: number; stdout: string; stderr: string };
 
-function hearth(args: string[], input?: string): Promise<Run> {
+function hearth(args: string[], input?: string, opts: { env?: Record<string, string>; cwd?: string } = {}): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [CLI, ...args], { timeout: 30_000, env: { ...process.env, HEARTH_LOG: 'json' } }, (err, stdout, stderr) => {
+    const child = execFile(process.execPath, [CLI, ...args], { timeout: 30_000, cwd: opts.cwd, env: { ...process.env, HEARTH_LOG: 'json', ...opts.env } }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
     if (input !== undefined) child.stdin!.end(input);
@@ -115,6 +117,99 @@ describe('hearth CLI', () => {
       expect(await running.exited).toBe(0);
     }
   });
+});
+
+describe('HEARTH_CONFIG and the first start', () => {
+  let setup: TestSetup;
+  let elsewhere: string;
+  beforeAll(async () => {
+    setup = await makeSetup({ users: { 'erin@example.test': 'erin-password' } });
+    // The children run here, so a fallback to ./config would find nothing (or write here).
+    elsewhere = await mkdtemp(join(tmpdir(), 'hearth-cwd-'));
+  });
+  afterAll(async () => {
+    await setup?.cleanup();
+    await rm(elsewhere, { recursive: true, force: true });
+  });
+
+  it('HEARTH_CONFIG selects the config folder when --config is not given', async () => {
+    const env = { HEARTH_CONFIG: setup.configDir };
+    const list = await hearth(['user', 'list', '--json'], undefined, { env, cwd: elsewhere });
+    expect(list.code, list.stderr).toBe(0);
+    expect(JSON.parse(list.stdout)).toEqual([{ address: 'erin@example.test', scheme: 'ARGON2ID' }]);
+    const check = await hearth(['check'], undefined, { env, cwd: elsewhere });
+    expect(check.code, check.stderr).toBe(0);
+    expect(check.stdout).toContain(setup.configDir);
+    // --config wins over the variable.
+    const other = await makeSetup({ users: { 'frank@example.test': 'frank-password' } });
+    try {
+      const r = await hearth(['user', 'list', '--json', '--config', other.configDir], undefined, { env, cwd: elsewhere });
+      expect(JSON.parse(r.stdout)).toEqual([{ address: 'frank@example.test', scheme: 'ARGON2ID' }]);
+    } finally {
+      await other.cleanup();
+    }
+    // serve too: it runs on the folder the variable names.
+    const running = await spawnHearth(undefined, { env, cwd: elsewhere });
+    try {
+      const status = await hearth(['status', '--json'], undefined, { env, cwd: elsewhere });
+      expect(status.code, status.stderr).toBe(0);
+      expect((JSON.parse(status.stdout) as { pid: number }).pid).toBe(running.child.pid);
+    } finally {
+      running.child.kill('SIGTERM');
+      expect(await running.exited).toBe(0);
+    }
+  });
+
+  it('serve on an empty folder writes a default config and shows the first user\'s password once', async () => {
+    const configDir = join(elsewhere, 'fresh', 'config');
+    const env = { HEARTH_CONFIG: configDir };
+    const first = await serveUntilSettled(env);
+    const shown = [...first.output.matchAll(/^Password: +(\S+)$/gm)].map((m) => m[1]);
+    expect(shown, first.output).toHaveLength(1);
+    expect(first.output).toContain('First user: me@localhost');
+    // The password shown is the one that logs in; the file holds only its hash.
+    const users = await readFile(join(configDir, 'users'), 'utf8');
+    expect(users).not.toContain(shown[0]);
+    const [record] = await new UsersFile(join(configDir, 'users')).list();
+    expect(record.address).toBe('me@localhost');
+    expect(await verifyPassword(shown[0], record.hash)).toBe(true);
+    // The trial config's fixed ports may be taken on this machine: move them before the second start.
+    const toml = join(configDir, 'hearth.toml');
+    await writeFile(toml, (await readFile(toml, 'utf8')).replace(/127\.0\.0\.1:\d+/g, '127.0.0.1:0'));
+    const second = await serveUntilSettled(env);
+    expect(second.listening, second.output).toBe(true);
+    expect(second.output).not.toMatch(/Password:|First user:/);
+    expect(second.output).not.toContain(shown[0]);
+  });
+
+  /** `hearth serve` until it listens (then SIGTERM) or exits; everything it wrote. */
+  async function serveUntilSettled(env: Record<string, string>): Promise<{ output: string; listening: boolean }> {
+    const child = spawn(process.execPath, [CLI, 'serve'], { cwd: elsewhere, env: { ...process.env, HEARTH_LOG: 'json', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    let listening = false;
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 25_000);
+      const onData = (d: Buffer) => {
+        output += d.toString();
+        if (/"service":"smtp"/.test(output) && /listening: smtp/.test(output)) {
+          listening = true;
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      child.stdout.on('data', onData);
+      child.stderr.on('data', onData);
+      void exited.then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    if (child.exitCode === null) child.kill('SIGTERM');
+    const code = await exited;
+    if (listening) expect(code).toBe(0);
+    return { output, listening };
+  }
 });
 
 describe('hearth serve --log-format', () => {

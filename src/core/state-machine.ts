@@ -41,7 +41,7 @@ export interface StateMachineOptions {
 }
 
 export abstract class StateMachine<S extends string> {
-  state: S;
+  #state: S;
   readonly log: Logger;
   readonly #idleMs: Readonly<Record<S, number>>;
   readonly #codePattern: RegExp;
@@ -50,7 +50,7 @@ export abstract class StateMachine<S extends string> {
 
   /** Arms the initial state's timer at once: the connection is already waiting on the peer. */
   constructor(initial: S, log: Logger, idleMs: Readonly<Record<S, number>>, opts?: StateMachineOptions) {
-    this.state = initial;
+    this.#state = initial;
     this.log = log;
     this.#idleMs = idleMs;
     this.#codePattern = opts?.codePattern ?? VERB_PATTERN;
@@ -64,10 +64,15 @@ export abstract class StateMachine<S extends string> {
   /** The answer of last resort; also receives invalid codes (never used to build a name). */
   abstract do_default(code: string, ...args: unknown[]): void | Promise<void>;
 
+  /** The current state; read-only, since `transition()` is the only way to change it. */
+  get state(): S {
+    return this.#state;
+  }
+
   /** The only way to change state. */
   transition(next: S, why: string): void {
-    this.log.debug({ from: this.state, to: next, why }, 'transition');
-    this.state = next;
+    this.log.debug({ from: this.#state, to: next, why }, 'transition');
+    this.#state = next;
     this.rearm();
   }
 

@@ -28,8 +28,8 @@ import type { Forwarder, ForwardGroup } from './forwarding.ts';
 import type { VacationResponder } from './vacation.ts';
 import { Dnsbl } from './dnsbl.ts';
 import { Greylist } from './greylist.ts';
-import { SmtpListener, isLoopback, splitAddress } from './listener.ts';
-import type { MailboxRef, SmtpListenerOptions, Transaction } from './listener.ts';
+import { SmtpListener, isLoopback, sessionOf, splitAddress } from './listener.ts';
+import type { MailboxRef, SmtpListenerOptions, SmtpSession, Transaction } from './listener.ts';
 import { AbuseLimits } from './rate-limits.ts';
 import { smtpError } from './replies.ts';
 import { MessageSpool } from './spool.ts';
@@ -125,7 +125,7 @@ export class InboundSmtp extends SmtpListener<AcceptedRcpt> {
     // DNSBL run before the listener's own per-address connection cap counts the client.
     const listenerConnect = this.server.onConnect.bind(this.server);
     this.server.onConnect = (session, cb) => {
-      policy.connect(session).then(
+      policy.connect(sessionOf(session)).then(
         () => listenerConnect(session, cb),
         (err: unknown) => cb(err as Error),
       );
@@ -186,20 +186,20 @@ class MxPolicy {
   }
 
   /** Is this client subject to the trust checks? Loopback is trusted unless configured. */
-  #checked(session: SMTPServerSession): boolean {
+  #checked(session: SmtpSession): boolean {
     return Boolean(this.#trust) && (this.#trust!.checkLoopback || !isLoopback(session.remoteAddress));
   }
 
-  async connect(session: SMTPServerSession): Promise<void> {
+  async connect(session: SmtpSession): Promise<void> {
     if (!this.#checked(session)) return;
     const ip = plainIp(session.remoteAddress);
     if (!this.#limits!.connection(ip)) {
-      this.#log.warn({ cid: session.id, peer: ip, limit: this.#trust!.limits.connectionsPerMinute }, 'too many connections per minute from one client');
+      session.log.warn({ limit: this.#trust!.limits.connectionsPerMinute }, 'too many connections per minute from one client');
       throw smtpError(421, '4.7.0 Too many connections from your address in the last minute; try again later');
     }
-    const listing = await this.#dnsbl?.lookup(ip);
+    const listing = await this.#dnsbl?.lookup(ip, session.log.child({ part: 'dnsbl' }));
     if (listing) {
-      this.#log.warn({ cid: session.id, peer: ip, zone: listing.zone, answer: listing.answer }, 'client listed by DNSBL; refused');
+      session.log.warn({ zone: listing.zone, answer: listing.answer }, 'client listed by DNSBL; refused');
       throw smtpError(554, `5.7.1 Service unavailable; client [${ip}] listed by ${listing.zone}`);
     }
   }
@@ -209,16 +209,16 @@ class MxPolicy {
     if (this.#auth instanceof AuthCheckWorker) await this.#auth.close();
   }
 
-  mailFrom(_address: string, session: SMTPServerSession): void {
+  mailFrom(_address: string, session: SmtpSession): void {
     if (!this.#checked(session)) return;
     const ip = plainIp(session.remoteAddress);
     if (!this.#limits!.message(ip)) {
-      this.#log.warn({ cid: session.id, peer: ip, limit: this.#trust!.limits.messagesPerMinute }, 'too many messages per minute from one client');
+      session.log.warn({ limit: this.#trust!.limits.messagesPerMinute }, 'too many messages per minute from one client');
       throw smtpError(451, '4.7.0 Too many messages from your address in the last minute; try again later');
     }
   }
 
-  async rcptTo(address: string, session: SMTPServerSession): Promise<AcceptedRcpt> {
+  async rcptTo(address: string, session: SmtpSession): Promise<AcceptedRcpt> {
     let accepted: AcceptedRcpt;
     try {
       accepted = await this.#resolveRecipient(address, session);
@@ -230,7 +230,7 @@ class MxPolicy {
       const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
       const verdict = this.#greylist.check(session.remoteAddress, sender, address);
       if (!verdict.ok) {
-        this.#log.info({ cid: session.id, peer: session.remoteAddress, from: sender, rcpt: address, retryInMs: verdict.retryInMs }, 'greylisted');
+        session.log.info({ from: sender, rcpt: address, retryInMs: verdict.retryInMs }, 'greylisted');
         throw smtpError(451, `4.7.1 Greylisted: please try again in ${Math.ceil(verdict.retryInMs / 1000)} seconds`);
       }
       accepted.greylistKey = verdict.key;
@@ -239,19 +239,19 @@ class MxPolicy {
   }
 
   /** Directory-harvest protection: the Nth unknown recipient from one client ends the session. */
-  #countFailedRcpt(address: string, session: SMTPServerSession): void {
+  #countFailedRcpt(address: string, session: SmtpSession): void {
     const ip = plainIp(session.remoteAddress);
     if (this.#limits!.failedRecipient(ip)) return;
-    this.#log.warn({ cid: session.id, peer: ip, rcpt: address, limit: this.#trust!.limits.maxFailedRcpts }, 'too many unknown recipients (directory harvest?); disconnecting');
+    session.log.warn({ rcpt: address, limit: this.#trust!.limits.maxFailedRcpts }, 'too many unknown recipients (directory harvest?); disconnecting');
     throw smtpError(421, '4.7.0 Too many unknown recipients; closing connection');
   }
 
-  async #resolveRecipient(address: string, session: SMTPServerSession): Promise<AcceptedRcpt> {
+  async #resolveRecipient(address: string, session: SmtpSession): Promise<AcceptedRcpt> {
     const parts = splitAddress(address)!;
     const { directory } = this.#opts;
     if (!directory.isLocalDomain(parts.domain)) {
       // DESIGN invariant 2: never an open relay. Inbound port 25 takes mail for local domains only.
-      this.#log.info({ cid: session.id, peer: session.remoteAddress, rcpt: address }, 'relay attempt refused');
+      session.log.info({ rcpt: address }, 'relay attempt refused');
       throw smtpError(554, `5.7.1 Relay access denied: ${parts.domain} is not a domain of this server`);
     }
     const routing = this.#opts.routing;
@@ -260,7 +260,7 @@ class MxPolicy {
       // A bounce (or reply) to a sender address we rewrote when forwarding: back to the original.
       const reversal = await routing.forwarder.reverse(address);
       if (!reversal.ok) {
-        this.#log.info({ cid: session.id, peer: session.remoteAddress, rcpt: address, why: reversal.reason }, 'invalid SRS address refused');
+        session.log.info({ rcpt: address, why: reversal.reason }, 'invalid SRS address refused');
         throw smtpError(550, `5.1.1 No such user here: <${address}> (invalid SRS address: ${reversal.reason})`);
       }
       const original = splitAddress(reversal.address);
@@ -272,38 +272,39 @@ class MxPolicy {
     if (!resolution || resolution.local.length === 0) {
       if (resolution && resolution.remote.length > 0) {
         if (routing) return { address, mailboxes: [], forwards: resolution.remote };
-        this.#log.warn({ cid: session.id, rcpt: address, remote: resolution.remote }, 'alias forwards only to remote addresses, and forwarding is not configured');
+        session.log.warn({ rcpt: address, remote: resolution.remote }, 'alias forwards only to remote addresses, and forwarding is not configured');
         throw smtpError(550, '5.7.0 This address forwards elsewhere, which this server does not do');
       }
+      session.log.info({ rcpt: address }, 'unknown recipient refused');
       throw smtpError(550, `5.1.1 No such user here: <${address}>`);
     }
     if (resolution.remote.length > 0 && !routing) {
-      this.#log.warn({ cid: session.id, rcpt: address, remote: resolution.remote }, 'remote alias targets skipped: forwarding is not configured');
+      session.log.warn({ rcpt: address, remote: resolution.remote }, 'remote alias targets skipped: forwarding is not configured');
     }
-    const mailboxes = await Promise.all(resolution.local.map((box) => this.#plusFolder(box)));
+    const mailboxes = await Promise.all(resolution.local.map((box) => this.#plusFolder(box, session)));
     return { address, mailboxes, forwards: routing ? resolution.remote : undefined };
   }
 
   /** plus_to_folder: user+tag@ goes into the user's folder "tag" when it exists, else the INBOX. */
-  async #plusFolder(box: { user: string; domain: string; tag?: string }): Promise<DeliveryTarget> {
+  async #plusFolder(box: { user: string; domain: string; tag?: string }, session: SmtpSession): Promise<DeliveryTarget> {
     const mailbox = { user: box.user, domain: box.domain };
     const find = this.#opts.routing?.findFolder;
     if (!box.tag || !find) return mailbox;
     const folder = await find(mailbox, box.tag).catch((err: unknown) => {
-      this.#log.warn({ user: `${box.user}@${box.domain}`, tag: box.tag, err: (err as Error).message }, 'cannot look up the plus-address folder; delivering into INBOX');
+      session.log.warn({ user: `${box.user}@${box.domain}`, tag: box.tag, err: (err as Error).message }, 'cannot look up the plus-address folder; delivering into INBOX');
       return undefined;
     });
     return folder ? { ...mailbox, folder } : mailbox;
   }
 
   /** Refuse a looping message (554 5.4.6) before anything is stored. */
-  #checkLoop(head: Buffer, tx: Transaction<AcceptedRcpt>, session: SMTPServerSession): void {
+  #checkLoop(head: Buffer, tx: Transaction<AcceptedRcpt>, session: SmtpSession): void {
     const forwarder = this.#opts.routing?.forwarder;
     if (!forwarder) return;
     const addresses = tx.rcpts.flatMap((r) => [r.address, ...r.mailboxes.map((b) => `${b.user}@${b.domain}`)]);
     const loop = forwarder.checkLoop(head, addresses);
     if (!loop) return;
-    this.#log.warn({ cid: session.id, peer: session.remoteAddress, rcpts: tx.rcpts.map((r) => r.address), reply: loop }, 'mail loop refused');
+    session.log.warn({ rcpts: tx.rcpts.map((r) => r.address), reply: loop }, 'mail loop refused');
     throw smtpError(554, loop);
   }
 
@@ -311,16 +312,16 @@ class MxPolicy {
    * The forwarding step, after the sender checks and the local copies: queue the forwarded
    * copies (durable before the 250). Mail the checks put into Junk is not passed on.
    */
-  async #forward(groups: ForwardGroup[], session: SMTPServerSession, sender: string, localCount: number, msg: { trace: string; head: Buffer; body: () => AsyncIterable<Uint8Array>; verdict?: AuthOutcome; spam?: boolean }): Promise<number> {
+  async #forward(groups: ForwardGroup[], session: SmtpSession, sender: string, localCount: number, msg: { trace: string; head: Buffer; body: () => AsyncIterable<Uint8Array>; verdict?: AuthOutcome; spam?: boolean }): Promise<number> {
     if (groups.length === 0) return 0;
     if (msg.spam) {
       // Passing spam on would only spoil this server's name with the forwarding targets.
-      this.#log.info({ cid: session.id, from: sender, rcpts: groups.map((g) => g.rcpt) }, 'rspamd: spam, not forwarded');
+      session.log.info({ from: sender, rcpts: groups.map((g) => g.rcpt) }, 'rspamd: spam, not forwarded');
       if (localCount === 0) throw smtpError(550, '5.7.1 Message refused as spam; not forwarded');
       return 0;
     }
     if (msg.verdict?.action === 'junk') {
-      this.#log.info({ cid: session.id, from: sender, rcpts: groups.map((g) => g.rcpt) }, 'DMARC quarantine: not forwarded');
+      session.log.info({ from: sender, rcpts: groups.map((g) => g.rcpt) }, 'DMARC quarantine: not forwarded');
       if (localCount === 0) throw smtpError(550, '5.7.1 Message quarantined by the sender domain\'s DMARC policy; not forwarded');
       return 0;
     }
@@ -340,7 +341,7 @@ class MxPolicy {
   }
 
   /** Ask each recipient's junk filter (the prefix of a big message is enough to decide). */
-  #junkScore(targets: DeliveryTarget[], raw: Buffer, session: SMTPServerSession): DeliveryTarget[] {
+  #junkScore(targets: DeliveryTarget[], raw: Buffer, session: SmtpSession): DeliveryTarget[] {
     const junk = this.#opts.junk;
     const folder = this.#trust?.auth?.junkFolder ?? 'Junk';
     if (!junk) return targets;
@@ -348,12 +349,12 @@ class MxPolicy {
       if (t.folder && t.folder !== 'INBOX') return t;
       const v = junk.classify(t, raw);
       if (!v?.junk) return t;
-      this.#log.info({ cid: session.id, user: `${t.user}@${t.domain}`, probability: Number(v.probability.toFixed(3)), clues: v.significant.slice(0, 3).map((c) => c.token) }, 'junk filter: delivering into Junk');
+      session.log.info({ user: `${t.user}@${t.domain}`, probability: Number(v.probability.toFixed(3)), clues: v.significant.slice(0, 3).map((c) => c.token) }, 'junk filter: delivering into Junk');
       return { ...t, folder };
     });
   }
 
-  async receive(stream: SMTPServerDataStream, session: SMTPServerSession, tx: Transaction<AcceptedRcpt>): Promise<string> {
+  async receive(stream: SMTPServerDataStream, session: SmtpSession, tx: Transaction<AcceptedRcpt>, signal?: AbortSignal): Promise<string> {
     let targets: DeliveryTarget[] = uniqueMailboxes(tx.rcpts.flatMap((r) => r.mailboxes));
     const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const header = traceHeaders({
@@ -389,12 +390,12 @@ class MxPolicy {
     if ((!this.#auth && !this.#rspamd) || !this.#checked(session)) {
       // Unchecked: stream straight to the store; only forged results in our name are dropped.
       if (forwards.length === 0) {
-        await this.#opts.store.deliver(targets, prepend(Buffer.from(header, 'utf8'), withoutOwnAuthResults(data, hostname)));
+        await this.#opts.store.deliver(targets, prepend(Buffer.from(header, 'utf8'), withoutOwnAuthResults(data, hostname)), { signal });
       } else {
         // Forwarded as well: held (as checked mail is), so the local copies and the forwards can each read it.
         const held = await MessageSpool.collect(withoutOwnAuthResults(data, hostname), { memoryBytes: 1024 * 1024, dir: this.#opts.routing!.spoolDir });
         try {
-          if (targets.length) await this.#opts.store.deliver(targets, prepend(Buffer.from(header, 'utf8'), held.read()));
+          if (targets.length) await this.#opts.store.deliver(targets, prepend(Buffer.from(header, 'utf8'), held.read()), { signal });
           forwarded = await this.#forward(forwards, session, sender, targets.length, { trace: receivedField(header), head: Buffer.alloc(0), body: () => held.read() });
         } finally {
           await held.dispose();
@@ -412,17 +413,17 @@ class MxPolicy {
             helo: session.hostNameAppearsAs || '',
             sender,
           });
-          const log = { cid: session.id, peer: session.remoteAddress, from: sender, spf: verdict.spf, helo: verdict.helo, dkim: verdict.dkim, dmarc: verdict.dmarc, arc: verdict.arc, policy: verdict.policy, lookups: verdict.lookups, checkMs: verdict.ms };
+          const log = { from: sender, spf: verdict.spf, helo: verdict.helo, dkim: verdict.dkim, dmarc: verdict.dmarc, arc: verdict.arc, policy: verdict.policy, lookups: verdict.lookups, checkMs: verdict.ms };
           if (verdict.action === 'defer') {
-            this.#log.warn({ ...log, reply: verdict.reply }, 'sender checks failed temporarily; deferred');
+            session.log.warn({ ...log, reply: verdict.reply }, 'sender checks failed temporarily; deferred');
             throw smtpError(451, verdict.reply!);
           }
           if (verdict.action === 'reject') {
-            this.#log.info({ ...log, reply: verdict.reply }, 'message refused by sender checks');
+            session.log.info({ ...log, reply: verdict.reply }, 'message refused by sender checks');
             throw smtpError(550, verdict.reply!);
           }
-          if (verdict.action === 'junk') this.#log.info(log, 'DMARC failure with quarantine policy: delivering into Junk');
-          else this.#log.debug(log, 'sender checks');
+          if (verdict.action === 'junk') session.log.info(log, 'DMARC failure with quarantine policy: delivering into Junk');
+          else session.log.debug(log, 'sender checks');
         }
         let spam: RspamdVerdict | undefined;
         if (this.#rspamd) {
@@ -435,17 +436,17 @@ class MxPolicy {
             queueId: session.id,
             hostname,
           });
-          const log = { cid: session.id, peer: session.remoteAddress, from: sender, action: spam?.action, score: spam?.score, symbols: spam?.symbols.slice(0, 5), rspamdMs: spam?.ms };
+          const log = { from: sender, action: spam?.action, score: spam?.score, symbols: spam?.symbols.slice(0, 5), rspamdMs: spam?.ms };
           if (spam?.decision === 'reject') {
-            this.#log.info({ ...log, reply: spam.reply }, 'rspamd: refused');
+            session.log.info({ ...log, reply: spam.reply }, 'rspamd: refused');
             throw smtpError(550, spam.reply!);
           }
           if (spam?.decision === 'defer') {
-            this.#log.info({ ...log, reply: spam.reply }, 'rspamd: deferred (soft reject)');
+            session.log.info({ ...log, reply: spam.reply }, 'rspamd: deferred (soft reject)');
             throw smtpError(451, spam.reply!);
           }
-          if (spam?.decision === 'junk') this.#log.info(log, 'rspamd: spam, delivering into Junk');
-          else if (spam) this.#log.debug(log, 'rspamd');
+          if (spam?.decision === 'junk') session.log.info(log, 'rspamd: spam, delivering into Junk');
+          else if (spam) session.log.debug(log, 'rspamd');
         }
         if (verdict?.action === 'junk' || spam?.decision === 'junk') targets = targets.map((t) => ({ ...t, folder: junkFolder }));
         else targets = this.#junkScore(targets, spool.prefix, session);
@@ -459,7 +460,7 @@ class MxPolicy {
         const results = (verdict?.header ?? '') + (spam?.header ?? '');
         const ours = Buffer.from(header + results, 'utf8');
         const rest = end < 0 ? spool.prefix.length : end;
-        if (targets.length) await this.#opts.store.deliver(targets, prepend(Buffer.concat([ours, head]), spool.read(rest)));
+        if (targets.length) await this.#opts.store.deliver(targets, prepend(Buffer.concat([ours, head]), spool.read(rest)), { signal });
         forwarded = await this.#forward(forwards, session, sender, targets.length, { trace: receivedField(header) + results, head, body: () => spool.read(rest), verdict, spam: spam?.decision === 'junk' });
       } finally {
         await spool.dispose();
@@ -469,7 +470,7 @@ class MxPolicy {
     if (this.#greylist) this.#greylist.confirm(tx.rcpts.flatMap((r) => (r.greylistKey ? [r.greylistKey] : [])));
     this.#opts.onDelivered?.(targets);
     this.#opts.routing?.vacation?.consider({ cid: session.id, sender, head: originalHead, deliveries: vacationDeliveries(tx.rcpts, targets) });
-    this.#log.info({ cid: session.id, peer: session.remoteAddress, from: sender, rcpts: tx.rcpts.map((r) => r.address), bytes: guard.bytes, ms, folder: targets[0]?.folder, dmarc: verdict?.dmarc, forwarded }, 'message delivered');
+    session.log.info({ from: sender, rcpts: tx.rcpts.map((r) => r.address), bytes: guard.bytes, ms, folder: targets[0]?.folder, dmarc: verdict?.dmarc, forwarded }, 'message delivered');
     return `2.6.0 Message accepted for delivery (${targets.length} mailbox${targets.length === 1 ? '' : 'es'}${forwarded ? `, ${forwarded} forward${forwarded === 1 ? '' : 's'} queued` : ''})`;
   }
 }

@@ -1,13 +1,19 @@
 // One SMTP listener on smtp-server, shared by the MX (inbound.ts) and submission
 // (submission.ts). smtp-server runs the protocol; this class supplies what both need: TLS
 // mode, connection caps per address, the transaction's recipient list, the DATA hand-off with
-// errors mapped to SMTP replies, and a graceful close that waits for deliveries in flight.
+// errors mapped to SMTP replies, one logger per session (its `cid` and `peer` on every line),
+// and a graceful close: clients between transactions get 421 at once, transactions in DATA
+// get the grace period and are then aborted with 421.
 // The policy (who may send what to whom, where the message goes) is the caller's.
+import type { Socket } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
-import { isStorageFault } from '../core/errors.ts';
+import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { HearthError, isStorageFault } from '../core/errors.ts';
 import { ConnectionCounter } from '../core/limits.ts';
+import { newConnectionId } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
+import { plainIp } from './client-address.ts';
 import { DataError } from './data-guard.ts';
 import { allowOwnEnhancedCodes, smtpError } from './replies.ts';
 
@@ -16,16 +22,29 @@ export type MailboxRef = { user: string; domain: string };
 /** The recipients accepted so far in the current transaction, as the policy recorded them. */
 export type Transaction<R> = { rcpts: R[] };
 
+/**
+ * smtp-server's session plus the session's logger: a child carrying `cid` (the session id,
+ * also in our Received: header) and `peer`. Everything that logs for the session uses it.
+ */
+export type SmtpSession = SMTPServerSession & { log: Logger };
+
 export type SmtpPolicy<R> = {
   /** Checks the credentials of AUTH; return what identifies the user, or null. Only for submission. */
-  authenticate?(username: string, password: string, session: SMTPServerSession): Promise<unknown | null>;
+  authenticate?(username: string, password: string, session: SmtpSession): Promise<unknown | null>;
   /** Throw an smtpError to refuse the sender. */
-  mailFrom(address: string, session: SMTPServerSession): void | Promise<void>;
+  mailFrom(address: string, session: SmtpSession): void | Promise<void>;
   /** Throw an smtpError to refuse; otherwise return what the transaction should remember. */
-  rcptTo(address: string, session: SMTPServerSession, tx: Transaction<R>): R | Promise<R>;
-  /** Take the message durably; resolves with the 250 text. */
-  receive(stream: SMTPServerDataStream, session: SMTPServerSession, tx: Transaction<R>): Promise<string>;
+  rcptTo(address: string, session: SmtpSession, tx: Transaction<R>): R | Promise<R>;
+  /**
+   * Take the message durably; resolves with the 250 text. `signal` aborts when shutdown's
+   * grace period is over: stop, and leave nothing stored (the store's `signal` does that).
+   */
+  receive(stream: SMTPServerDataStream, session: SmtpSession, tx: Transaction<R>, signal: AbortSignal): Promise<string>;
 };
+
+/** What a client in a transaction is told when shutdown cuts it short, and one between transactions. */
+const SHUTDOWN_ABORT = '4.3.2 Server shutting down: message not accepted, please try again later';
+const SHUTDOWN_IDLE = '4.3.2 Server shutting down, please try again later';
 
 export type SmtpListenerOptions<R> = {
   hostname: string;
@@ -50,6 +69,17 @@ export type SmtpListenerOptions<R> = {
 
 type Counted = SMTPServerSession & { hearthCounted?: boolean };
 
+/** The session's logger; set when smtp-server creates the connection (see the constructor). */
+export function sessionOf(session: SMTPServerSession): SmtpSession {
+  return session as SmtpSession;
+}
+
+/** Why a message stream ends early when the client goes away (smtp-server, node:stream, the socket). */
+const CLIENT_GONE = new Set(['ECONNECTION', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET', 'EPIPE']);
+
+/** A DATA transaction running now: its delivery, and how to cut it short at shutdown. */
+type Delivery = { abort: AbortController; work: Promise<unknown> };
+
 export function splitAddress(address: string): { local: string; domain: string } | null {
   const at = address.lastIndexOf('@');
   if (at <= 0 || at === address.length - 1) return null;
@@ -67,8 +97,12 @@ export class SmtpListener<R> {
   readonly #log: Logger;
   readonly #perIp: ConnectionCounter;
   readonly #tx = new Map<string, Transaction<R>>();
-  /** Deliveries running now, so shutdown can wait for them. */
-  readonly #inFlight = new Set<Promise<unknown>>();
+  /** Transactions in DATA now, by session id: shutdown gives them the grace period. */
+  readonly #inData = new Map<string, Delivery>();
+  /** Connection errors already logged with their session's id. */
+  readonly #logged = new WeakSet<Error>();
+  #closing = false;
+  #closed: Promise<void> | undefined;
   /** Called after each message is accepted (250 to DATA); ops metrics (issue 9) set it. */
   onReceived: (() => void) | undefined;
 
@@ -106,8 +140,8 @@ export class SmtpListener<R> {
       logger: false,
       onConnect: (session, cb) => this.#onConnect(session, cb),
       onAuth: (auth, session, cb) => void this.#onAuth(auth, session, cb),
-      onMailFrom: (address, session, cb) => void this.#run(cb, () => this.#onMailFrom(address, session)),
-      onRcptTo: (address, session, cb) => void this.#run(cb, () => this.#onRcptTo(address, session)),
+      onMailFrom: (address, session, cb) => void this.#run(cb, session, () => this.#onMailFrom(address, session)),
+      onRcptTo: (address, session, cb) => void this.#run(cb, session, () => this.#onRcptTo(address, session)),
       onData: (stream, session, cb) => this.#onData(stream, session, cb),
       onClose: (session) => this.#onClose(session),
     };
@@ -115,8 +149,26 @@ export class SmtpListener<R> {
     if (!opts.cert) delete serverOptions.cert;
     this.server = new SMTPServer(serverOptions);
     // Replies are single small writes that the client waits for: never hold them for Nagle.
-    this.server.server.on(opts.tls === 'implicit' ? 'secureConnection' : 'connection', (socket: import('node:net').Socket) => socket.setNoDelay(true));
-    this.server.on('error', (err) => this.#log.warn({ err: err.message }, 'smtp connection error'));
+    this.server.server.on(opts.tls === 'implicit' ? 'secureConnection' : 'connection', (socket: Socket) => socket.setNoDelay(true));
+    // Where smtp-server creates a connection, its session gets its logger. Our id replaces
+    // smtp-server's, so log lines, the Received: header and POP3/IMAP ids look alike.
+    const connect = this.server.connect.bind(this.server);
+    this.server.connect = (socket, socketOptions) => {
+      const id = newConnectionId();
+      connect(socket, { ...socketOptions, id });
+      const conn = lastOf(this.server.connections);
+      if (conn?.id !== id) return;
+      const log = this.#log.child({ cid: id, peer: plainIp(conn.remoteAddress) });
+      (conn.session as SmtpSession).log = log;
+      // Before smtp-server's own listener, which passes the error on to the server's 'error'.
+      conn.prependListener('error', (err: Error) => {
+        this.#logged.add(err);
+        log.warn({ err: err.message, code: (err as NodeJS.ErrnoException).code }, 'smtp connection error');
+      });
+    };
+    this.server.on('error', (err) => {
+      if (!this.#logged.has(err)) this.#log.warn({ err: err.message }, 'smtp server error');
+    });
   }
 
   listen(port: number, host: string): Promise<{ port: number; host: string }> {
@@ -130,30 +182,72 @@ export class SmtpListener<R> {
     });
   }
 
-  /** Stop accepting; let transactions in flight finish (bounded by closeTimeoutMs). */
-  async close(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-    await Promise.allSettled([...this.#inFlight]);
+  /**
+   * Stop accepting. Clients between transactions get 421 and are let go at once; transactions
+   * in DATA have closeTimeoutMs to finish, then are aborted with 421 (the store rolls back, so
+   * nothing is half-delivered). Resolves once every delivery has settled.
+   */
+  close(): Promise<void> {
+    this.#closed ??= this.#shutdown();
+    return this.#closed;
   }
 
-  async #run(cb: (err?: Error | null) => void, fn: () => void | Promise<void>): Promise<void> {
+  async #shutdown(): Promise<void> {
+    this.#closing = true;
+    // Our grace timer is armed before smtp-server's (same length), so it fires first and the
+    // client in DATA hears our 421, not smtp-server's generic one.
+    let graceTimer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, this.#opts.closeTimeoutMs)));
+    // smtp-server answers 421 to every command from now on; it resolves when all sockets are
+    // gone, or at its own close timeout.
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const conn of [...this.server.connections]) if (!this.#inData.has(conn.id)) this.#goAway(conn, SHUTDOWN_IDLE);
+    const settled = () => Promise.allSettled([...this.#inData.values()].map((d) => d.work));
+    if (this.#inData.size > 0) {
+      this.#log.info({ transactions: this.#inData.size, graceMs: this.#opts.closeTimeoutMs }, 'shutdown: waiting for transactions in DATA');
+      await Promise.race([settled(), graceOver]);
+    }
+    clearTimeout(graceTimer);
+    if (this.#inData.size > 0) {
+      this.#log.info({ transactions: this.#inData.size }, 'shutdown: grace period over, aborting transactions in DATA');
+    }
+    const remaining = settled();
+    for (const [id, d] of this.#inData) {
+      d.abort.abort(new HearthError('SMTP_SHUTDOWN', 'server shutting down'));
+      // smtp-server replies to DATA only after the client's final dot: say 421 ourselves.
+      this.#goAwayById(id, SHUTDOWN_ABORT);
+    }
+    for (const conn of [...this.server.connections]) if (!this.#inData.has(conn.id)) this.#goAway(conn, SHUTDOWN_IDLE);
+    await remaining;
+    await closed;
+  }
+
+  /** Say 421 and close (smtp-server closes the connection after any 421). */
+  #goAway(conn: SMTPConnection, text: string): void {
+    const session = conn.session as Partial<SmtpSession>;
+    session.log?.debug('shutdown: closing the connection');
+    conn.send(421, text);
+  }
+
+  async #run(cb: (err?: Error | null) => void, session: SMTPServerSession, fn: () => void | Promise<void>): Promise<void> {
     try {
       await fn();
       cb();
     } catch (err) {
-      cb(this.#toSmtpError(err, undefined));
+      cb(this.#toSmtpError(err, session));
     }
   }
 
   #onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const ip = session.remoteAddress;
+    const log = sessionOf(session).log;
     if (!this.#perIp.acquire(ip)) {
-      this.#log.warn({ cid: session.id, peer: ip, limit: this.#opts.connectionsPerIp }, 'too many connections from one address');
+      log.warn({ limit: this.#opts.connectionsPerIp }, 'too many connections from one address');
       (session as Counted).hearthCounted = false;
       return cb(smtpError(421, '4.7.0 Too many connections from your address, try again later'));
     }
     (session as Counted).hearthCounted = true;
-    this.#log.debug({ cid: session.id, peer: ip }, 'smtp connect');
+    log.debug('smtp connect');
     cb();
   }
 
@@ -170,7 +264,7 @@ export class SmtpListener<R> {
       return cb(smtpError(538, '5.7.11 Encryption required: send STARTTLS first, or use port 465'));
     }
     try {
-      const user = await policy.authenticate(auth.username ?? '', auth.password ?? '', session);
+      const user = await policy.authenticate(auth.username ?? '', auth.password ?? '', sessionOf(session));
       if (!user) return cb(null, { user: undefined });
       cb(null, { user });
     } catch (err) {
@@ -184,7 +278,7 @@ export class SmtpListener<R> {
     if (address.address !== '' && !splitAddress(address.address)) {
       throw smtpError(553, '5.1.7 Sender address must be user@domain or <>');
     }
-    return this.#opts.policy.mailFrom(address.address, session);
+    return this.#opts.policy.mailFrom(address.address, sessionOf(session));
   }
 
   async #onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
@@ -196,47 +290,88 @@ export class SmtpListener<R> {
       tx = { rcpts: [] };
       this.#tx.set(session.id, tx);
     }
-    tx.rcpts.push(await this.#opts.policy.rcptTo(address.address, session, tx));
+    tx.rcpts.push(await this.#opts.policy.rcptTo(address.address, sessionOf(session), tx));
   }
 
   #onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
     const tx = this.#tx.get(session.id);
     this.#tx.delete(session.id);
-    const work = (async () => {
+    const abort = new AbortController();
+    const received = (async () => {
       if (!tx || tx.rcpts.length === 0) throw smtpError(503, '5.5.1 No valid recipients');
-      return this.#opts.policy.receive(stream, session, tx);
-    })().then(
-      (reply) => (this.onReceived?.(), cb(null, reply)),
+      return this.#opts.policy.receive(stream, sessionOf(session), tx, abort.signal);
+    })();
+    // At shutdown the reply cannot wait for a policy that is still reading a slow client: the
+    // abort answers at once; the policy stops (and rolls back) when its stream or signal ends.
+    const aborted = new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(abort.signal.reason as Error), { once: true }));
+    // What shutdown waits for: the policy may still be unwinding after an abort (the store's rollback).
+    this.#inData.set(session.id, { abort, work: received.then(noop, noop) });
+    void Promise.race([received, aborted]).then(
+      (reply) => {
+        this.#inData.delete(session.id);
+        this.onReceived?.();
+        cb(null, reply);
+        // Shutting down: the transaction had its 250 (sent once the stream ends); the session ends here.
+        if (this.#closing) {
+          if (stream.readableEnded) this.#goAwayById(session.id, SHUTDOWN_IDLE);
+          else stream.once('end', () => setImmediate(() => this.#goAwayById(session.id, SHUTDOWN_IDLE)));
+        }
+      },
       (err: unknown) => {
+        this.#inData.delete(session.id);
         // Read (and discard) whatever the client still sends, so the reply comes after its final dot.
-        if (!stream.readableEnded) stream.resume();
-        cb(this.#toSmtpError(err, session));
+        if (!stream.readableEnded && !abort.signal.aborted) stream.resume();
+        cb(this.#toSmtpError(abort.signal.aborted ? abort.signal.reason : err, session));
       },
     );
-    this.#inFlight.add(work);
-    void work.finally(() => this.#inFlight.delete(work));
+  }
+
+  #goAwayById(id: string, text: string): void {
+    for (const conn of this.server.connections) if (conn.id === id) return this.#goAway(conn, text);
   }
 
   #toSmtpError(err: unknown, session: SMTPServerSession | undefined): Error {
-    const log = this.#log;
-    const ctx = { cid: session?.id, peer: session?.remoteAddress };
+    const log = (session && sessionOf(session).log) || this.#log;
     const cause = (err as { cause?: unknown }).cause;
     const data = err instanceof DataError ? err : cause instanceof DataError ? cause : undefined;
     if (data) {
-      log.info({ ...ctx, code: data.code }, data.message);
+      log.info({ code: data.code }, data.message);
       return smtpError(data.responseCode, data.message);
     }
     if (typeof (err as { responseCode?: unknown }).responseCode === 'number') return err as Error;
+    if ((err as HearthError).code === 'SMTP_SHUTDOWN' || (cause as HearthError | undefined)?.code === 'SMTP_SHUTDOWN') {
+      // Expected: the grace period is over. The store rolls the message back.
+      log.info('transaction aborted by shutdown; nothing stored');
+      return smtpError(421, SHUTDOWN_ABORT);
+    }
+    if ((err as HearthError).code === 'STORE_ABORTED' && CLIENT_GONE.has((cause as NodeJS.ErrnoException | undefined)?.code ?? '')) {
+      // The message stream ended early (the client went away); the store removed the partial file.
+      log.info({ why: errorText(cause) }, 'transaction aborted during DATA; nothing stored');
+      return smtpError(451, '4.4.2 Connection lost during DATA');
+    }
     if ((cause as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE') {
       // Nobody is left to read a reply; the store already removed the partial file.
-      log.info(ctx, 'client disconnected during DATA; nothing stored');
+      log.info('client disconnected during DATA; nothing stored');
       return smtpError(451, '4.4.2 Connection lost during DATA');
     }
     if (isStorageFault(err) || isStorageFault(cause)) {
-      log.error({ ...ctx, err }, 'storage failure: message not accepted');
+      log.error({ err }, 'storage failure: message not accepted');
       return smtpError(451, '4.3.0 Temporary storage failure here; please try again later');
     }
-    log.error({ ...ctx, err }, 'delivery failed');
+    log.error({ err }, 'delivery failed');
     return smtpError(451, '4.3.0 Local error in processing; please try again later');
   }
+}
+
+function noop(): void {}
+
+/** The newest member of a Set (insertion order); O(n), called once per connection. */
+function lastOf<T>(set: Set<T>): T | undefined {
+  let last: T | undefined;
+  for (const item of set) last = item;
+  return last;
+}
+
+function errorText(err: unknown): string | undefined {
+  return err instanceof Error ? err.message : err === undefined ? undefined : String(err);
 }

@@ -12,7 +12,7 @@ import { DataError, DataGuard } from './data-guard.ts';
 import { guarded, rfc5322Date, traceHeaders, uniqueMailboxes } from './inbound.ts';
 import type { MessageStore, RecipientDirectory } from './inbound.ts';
 import { SmtpListener, splitAddress } from './listener.ts';
-import type { MailboxRef, SmtpListenerOptions, Transaction } from './listener.ts';
+import type { MailboxRef, SmtpListenerOptions, SmtpSession, Transaction } from './listener.ts';
 import { smtpError } from './replies.ts';
 
 export type SubmissionUser = { user: string; domain: string; address: string };
@@ -53,6 +53,8 @@ export type Submission = {
   dsn?: { ret?: 'FULL' | 'HDRS'; envid?: string };
   smtpUtf8?: boolean;
   eightBitMime?: boolean;
+  /** Where to log the submission: the SMTP session's logger (with its `cid`); else the pipeline's. */
+  log?: Logger;
 };
 
 /**
@@ -127,7 +129,7 @@ export class SubmissionPipeline {
       })());
       this.#opts.onDelivered?.(local);
     }
-    this.#opts.log.info({ user: s.user.address, from: s.sender, local: local.length, remote: remote.map((r) => r.address), queueId, bytes: outgoing.length }, 'message submitted');
+    (s.log ?? this.#opts.log).info({ user: s.user.address, from: s.sender, local: local.length, remote: remote.map((r) => r.address), queueId, bytes: outgoing.length }, 'message submitted');
     return { queueId, local: local.length, remote: remote.length };
   }
 
@@ -161,55 +163,54 @@ export class SubmissionSmtp extends SmtpListener<SubmittedRcpt> {
   }
 }
 
-function userOf(session: SMTPServerSession): SubmissionUser {
+function userOf(session: SmtpSession): SubmissionUser {
   return session.user as SubmissionUser;
 }
 
+/** Submission's policy; it logs through each session's own logger (`session.log`). */
 class SubmissionPolicy {
   readonly #opts: SubmissionOptions;
-  readonly #log: Logger;
   constructor(opts: SubmissionOptions) {
     this.#opts = opts;
-    this.#log = opts.log;
   }
 
-  async authenticate(username: string, password: string, session: SMTPServerSession): Promise<SubmissionUser | null> {
+  async authenticate(username: string, password: string, session: SmtpSession): Promise<SubmissionUser | null> {
     const peer = session.remoteAddress;
     const domains = this.#opts.domains();
     const address = username.includes('@') || domains.length !== 1 ? username : `${username}@${domains[0]}`;
     const verdict = this.#opts.limiter.check(peer, address);
     if (!verdict.allowed) {
-      this.#log.warn({ cid: session.id, peer, user: address, reason: verdict.reason }, 'login refused: locked out after repeated failures');
+      session.log.warn({ user: address, reason: verdict.reason }, 'login refused: locked out after repeated failures');
       throw smtpError(454, `4.7.0 Too many failed logins; try again in ${Math.ceil(verdict.retryAfterMs / 60_000)} minutes`);
     }
     const box = await this.#opts.directory.authenticate(address, password);
     if (!box) {
       const delay = this.#opts.limiter.failure(peer, address);
-      this.#log.info({ cid: session.id, peer, user: address, delayMs: delay }, 'login failed');
+      session.log.info({ user: address, delayMs: delay }, 'login failed');
       await sleep(delay);
       return null;
     }
     this.#opts.limiter.success(peer);
-    this.#log.info({ cid: session.id, peer, user: `${box.user}@${box.domain}` }, 'logged in');
+    session.log.info({ user: `${box.user}@${box.domain}` }, 'logged in');
     return { user: box.user, domain: box.domain, address: `${box.user}@${box.domain}` };
   }
 
-  mailFrom(address: string, session: SMTPServerSession): void {
+  mailFrom(address: string, session: SmtpSession): void {
     try {
       this.#opts.pipeline.checkSender(userOf(session), address);
     } catch (err) {
-      this.#log.warn({ cid: session.id, user: userOf(session).address, from: address }, 'sender address refused');
+      session.log.warn({ user: userOf(session).address, from: address }, 'sender address refused');
       throw err;
     }
   }
 
-  rcptTo(address: string, session: SMTPServerSession): SubmittedRcpt {
+  rcptTo(address: string, session: SmtpSession): SubmittedRcpt {
     this.#opts.pipeline.route(address);
     const rcpt = session.envelope.rcptTo.find((r) => r.address === address);
     return { address, notify: rcpt?.dsn?.notify, orcpt: rcpt?.dsn?.orcpt };
   }
 
-  async receive(stream: SMTPServerDataStream, session: SMTPServerSession, tx: Transaction<SubmittedRcpt>): Promise<string> {
+  async receive(stream: SMTPServerDataStream, session: SmtpSession, tx: Transaction<SubmittedRcpt>): Promise<string> {
     const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const guard = new DataGuard(this.#opts.maxMessageBytes);
     // Read the whole message (bounded by the size limit): the From: check must pass before
@@ -226,6 +227,7 @@ class SubmissionPolicy {
       dsn: envelope.dsn ? { ret: (envelope.dsn.ret ?? undefined) as 'FULL' | 'HDRS' | undefined, envid: envelope.dsn.envid ?? undefined } : undefined,
       smtpUtf8: Boolean(envelope.smtpUtf8),
       eightBitMime: envelope.bodyType === '8bitmime',
+      log: session.log,
     });
     return `2.0.0 Message accepted${result.queueId ? ` (queued as ${result.queueId})` : ''}`;
   }

@@ -260,3 +260,19 @@ describe('StateMachine.checkHandlers', () => {
     expect([pop3NoStray, relayNoStray, typoNoStray]).toEqual([true, true, true]);
   });
 });
+
+describe('StateMachine state', () => {
+  it('can be read but not assigned: transition() is the only way to change it', () => {
+    const { log, lines } = capture();
+    const m = new Pop3Like(log);
+    expect(m.state).toBe('AUTHORIZATION');
+    // @ts-expect-error -- `state` has a getter only
+    expect(() => (m.state = 'TRANSACTION')).toThrow(TypeError);
+    expect(m.state).toBe('AUTHORIZATION');
+    expect(Object.keys(m)).not.toContain('state');
+    m.transition('TRANSACTION', 'test');
+    expect(m.state).toBe('TRANSACTION');
+    expect(lines.filter((l) => l.msg === 'transition')).toHaveLength(1);
+    m.stopTimer();
+  });
+});

@@ -118,9 +118,14 @@ export async function inboxFiles(dataDir: string, address: string): Promise<Arra
 
 export type ChildHearth = { child: ChildProcess; smtpPort: number; exited: Promise<number | null>; logs: string[] };
 
-/** Start `hearth serve` as a child process and wait until it says where it listens. */
-export async function spawnHearth(configDir: string): Promise<ChildHearth> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Start `hearth serve` as a child process and wait until it says where it listens. Without
+ * `configDir` no --config is passed (the child finds its folder by HEARTH_CONFIG in `env`).
+ */
+export async function spawnHearth(configDir: string | undefined, opts: { env?: Record<string, string>; cwd?: string } = {}): Promise<ChildHearth> {
+  const args = configDir === undefined ? [CLI, 'serve'] : [CLI, 'serve', '--config', configDir];
+  const env = opts.env ? { ...process.env, ...opts.env } : undefined;
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env, cwd: opts.cwd });
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const port = await new Promise<number>((resolve, reject) => {
