@@ -2,6 +2,7 @@
 // either in this process (startHearth) or as a child process (for kill -9 tests).
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, readdir, readFile, cp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,13 +17,20 @@ export const CLI = new URL('../../src/cli.ts', import.meta.url).pathname;
 
 let template: Promise<string> | undefined;
 
-/** A default config (with its TLS certificate) made once per test file, copied per test. */
+/**
+ * A default config (with its TLS certificate), copied per test: made once per run by
+ * test/global-setup.ts, or once per process (and removed at its exit) without it.
+ */
 function defaultTemplate(): Promise<string> {
-  template ??= (async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'hearth-template-'));
-    await ensureDefaultConfig(join(dir, 'config'), { log: silentLogger() });
-    return dir;
-  })();
+  const shared = process.env.HEARTH_TEST_TEMPLATE;
+  template ??= shared
+    ? Promise.resolve(shared)
+    : (async () => {
+        const dir = await mkdtemp(join(tmpdir(), 'hearth-template-'));
+        process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+        await ensureDefaultConfig(join(dir, 'config'), { log: silentLogger() });
+        return dir;
+      })();
   return template;
 }
 
