@@ -66,6 +66,9 @@ export async function run(argv: string[]): Promise<void> {
     );
     await new UsersFile(join(configDir, 'users')).add('bench@example.test', 'bench-password-123');
     await mkdir(join(root, 'maildir'), { recursive: true });
+    // What this disk allows with no SMTP at all, measured in the same folder just before: the
+    // file work of a delivery varies severalfold between runs on a shared VM's disk.
+    const disk = await diskBaseline(join(root, 'baseline'), Math.min(messages, 2000), size, concurrency, !values['no-fsync']);
     const hearth = await startHearth({ configDir, log: silentLogger() });
     const port = hearth.endpoints.find((e) => e.service === 'smtp')!.port;
 
@@ -94,7 +97,8 @@ export async function run(argv: string[]): Promise<void> {
         `  latency DATA end -> 250: p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${percentile(lat, 99).toFixed(1)} ms\n` +
         `  event-loop delay p99 ${(delay.percentile(99) / 1e6).toFixed(1)} ms, max ${(delay.max / 1e6).toFixed(1)} ms\n` +
         `  server thread CPU ${((cpu.user + cpu.system) / 1000 / Math.max(1, result.sent)).toFixed(3)} ms/message (user ${(cpu.user / 1e6).toFixed(1)} s, system ${(cpu.system / 1e6).toFixed(1)} s)\n` +
-        `  peak RSS ${(peakRss / 1024 / 1024).toFixed(0)} MiB (server and load-generator thread)\n`,
+        `  peak RSS ${(peakRss / 1024 / 1024).toFixed(0)} MiB (server and load-generator thread)\n` +
+        `  disk baseline ${disk.toFixed(0)} deliveries/s (the same file steps with no SMTP, ${concurrency} at a time): hearth ran at ${((100 * result.sent) / result.seconds / disk).toFixed(0)}% of it\n`,
     );
     const rate = result.sent / result.seconds;
     const p99 = delay.percentile(99) / 1e6;
@@ -107,6 +111,43 @@ export async function run(argv: string[]): Promise<void> {
   }
   if (summary.length) process.stdout.write(`sender checks (target: they cost less than half of the throughput)\n${summary.join('')}`);
   await checksDns?.close();
+}
+
+/**
+ * Deliveries per second this disk allows without hearth: `n` files of `size` bytes, `concurrency`
+ * at a time, each written to tmp/, fsync'd, hard-linked into new/ (directory fsync shared by
+ * the writers waiting, as the store does) and unlinked from tmp/. Removes what it wrote.
+ */
+async function diskBaseline(dir: string, n: number, size: number, concurrency: number, fsync: boolean): Promise<number> {
+  const { open, link, unlink } = await import('node:fs/promises');
+  await mkdir(join(dir, 'tmp'), { recursive: true });
+  await mkdir(join(dir, 'new'));
+  const body = Buffer.alloc(size, 'x');
+  let dirSync: Promise<void> | undefined;
+  const syncNew = (): Promise<void> =>
+    (dirSync ??= (async () => {
+      const h = await open(join(dir, 'new'), 'r');
+      await h.sync();
+      await h.close();
+    })().finally(() => (dirSync = undefined)));
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      for (let i = next++; i < n; i = next++) {
+        const h = await open(join(dir, 'tmp', String(i)), 'wx');
+        await h.write(body);
+        if (fsync) await h.sync();
+        await h.close();
+        await link(join(dir, 'tmp', String(i)), join(dir, 'new', String(i)));
+        if (fsync) await syncNew();
+        await unlink(join(dir, 'tmp', String(i)));
+      }
+    }),
+  );
+  const rate = n / ((performance.now() - started) / 1000);
+  await rm(dir, { recursive: true, force: true });
+  return rate;
 }
 
 /**
