@@ -4,7 +4,7 @@
 import { realpathSync } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import { loadConfig } from '../config/load.ts';
 import { HearthError } from '../core/errors.ts';
@@ -28,17 +28,34 @@ export type UnitSettings = {
   shutdownGraceMs: number;
 };
 
-/** systemd quotes: a path with spaces or quotes must be quoted in Exec lines. */
+/** `%` starts a specifier (%h, %n, …) in every line used here: `%%` is a literal one. */
+const noSpecifiers = (s: string): string => s.replace(/%/g, '%%');
+
+/**
+ * One word of an Exec line: besides specifiers, `$NAME` and `${NAME}` are environment variables
+ * (`$$` is a literal `$`), and a word with spaces or quotes is double-quoted with C escapes.
+ */
 function execArg(arg: string): string {
-  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `"${arg.replace(/(["\\])/g, '\\$1')}"`;
+  const literal = noSpecifiers(arg).replace(/\$/g, '$$$$');
+  return /^[\w@%+=:,./$-]+$/.test(literal) ? literal : `"${literal.replace(/(["\\])/g, '\\$1')}"`;
 }
 
-/** A path in ReadWritePaths= (space-separated list): spaces must be escaped. */
+/**
+ * A path in ReadWritePaths= (a list of words): double-quoted when it has a space, a quote or a
+ * backslash, with `\\` and `\"` inside; specifiers too. No C escapes there: `\x20` is read as `x20`.
+ */
 function pathListItem(p: string): string {
-  return p.replace(/\\/g, '\\\\').replace(/ /g, '\\x20');
+  const literal = noSpecifiers(p);
+  return /^[\w@%+=:,./$-]+$/.test(literal) ? literal : `"${literal.replace(/(["\\])/g, '\\$1')}"`;
 }
+
+/** A unit line ends at a newline: a path with one (or another control character) cannot be written. */
+const CONTROL_CHAR = /[\u0000-\u001f\u007f]/;
 
 export function systemdUnit(s: UnitSettings): string {
+  for (const p of [s.node, s.cli, s.configDir, s.dataDir]) {
+    if (CONTROL_CHAR.test(p)) throw new HearthError('CLI_USAGE', `${JSON.stringify(p)} has a control character: a systemd unit cannot name it; rename that folder`);
+  }
   const lowPorts = s.ports.filter((p) => p > 0 && p < FIRST_UNPRIVILEGED_PORT);
   const needsCapability = s.user !== undefined && s.user !== 'root' && lowPorts.length > 0;
   const stopSeconds = Math.ceil(s.shutdownGraceMs / 1000) + STOP_MARGIN_SECONDS;
@@ -49,14 +66,14 @@ export function systemdUnit(s: UnitSettings): string {
     '# Logs: journalctl -u hearth -f',
     '[Unit]',
     'Description=hearth personal mail server (SMTP, submission, IMAP, POP3, webmail)',
-    `Documentation=file://${resolve(s.cli, '../../README.md')}`,
+    `Documentation=${noSpecifiers(pathToFileURL(resolve(s.cli, '../../README.md')).href)}`,
     'After=network-online.target',
     'Wants=network-online.target',
     '',
     '[Service]',
     'Type=simple',
     ...(s.user !== undefined ? [`User=${s.user}`] : []),
-    `WorkingDirectory=${s.configDir}`,
+    `WorkingDirectory=${noSpecifiers(s.configDir)}`,
     `ExecStart=${[s.node, s.cli, 'serve', '--config', s.configDir, '--log-format', 'json'].map(execArg).join(' ')}`,
     '# SIGHUP makes hearth read its TLS certificate again (as `hearth tls reload` does).',
     'ExecReload=/bin/kill -HUP $MAINPID',

@@ -116,6 +116,8 @@ const SMALL_FILE = 1 << 20;
 /** A manifest is JSON in memory; far more than a million files' worth. */
 const MANIFEST_MAX = 512 << 20;
 const STAGING_PREFIX = '.hearth-restore-';
+/** Certificates, keys, secrets and CA bundles are KiB: a file named by the config above this is a mistake (a link to a disk image, /proc/kcore), not archived. */
+const EXTERNAL_MAX = 16 << 20;
 
 /** `id`: the file's device, inode and size when listed, which a rename (flags, MOVE, folder RENAME) keeps. */
 type Walked = { abs: string; rel: string; size: number; id?: string };
@@ -343,12 +345,13 @@ async function addEntry(pack: Pack, header: { name: string; size: number; mode: 
  * does not matter; small files are read whole so their size is exact, big ones are read up to the
  * size seen at open (Maildir messages never change; anything that shrinks aborts the backup).
  */
-async function addLiveFile(pack: Pack, abs: string, rel: string, mode?: number): Promise<ManifestFile> {
+async function addLiveFile(pack: Pack, abs: string, rel: string, mode?: number, maxSize = Infinity): Promise<ManifestFile> {
   // Non-blocking: opening a FIFO must not wait for a writer (it is refused just below).
   const fh = await fsp.open(abs, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw new TransferError('BACKUP_NOT_FILE', st.isDirectory() ? `${abs} is a folder, not a file` : `${abs} is not a plain file`);
+    if (st.size > maxSize) throw new TransferError('BACKUP_TOO_BIG', `is ${(st.size / 1048576).toFixed(1)} MiB, far more than a certificate, key or secret (over ${maxSize >> 20} MiB are not archived)`);
     const header = { name: rel, size: st.size, mode: mode ?? st.mode & 0o777, mtime: st.mtime };
     let data: Buffer | AsyncIterable<Buffer>;
     if (st.size <= SMALL_FILE) {
@@ -376,6 +379,7 @@ export type BackupResult = { manifest: Manifest; archive: string; archiveBytes: 
 
 /** Why an external file could not be read, for a warning; undefined for faults that must stop the backup. */
 function unreadableReason(err: unknown): string | undefined {
+  if (err instanceof TransferError && err.code === 'BACKUP_TOO_BIG') return err.message;
   if (err instanceof TransferError && err.code === 'BACKUP_NOT_FILE') return /is a folder/.test(err.message) ? 'is a folder, not a file' : 'is not a plain file';
   switch ((err as NodeJS.ErrnoException).code) {
     case 'ENOENT':
@@ -597,9 +601,17 @@ export async function createBackup(opts: { configDir: string; dataDir: string; o
     const external: BackupResult['external'] = { included: [], missing: [] };
     const byPath = new Map<string, string[]>();
     const configDir = path.resolve(opts.configDir);
+    // Decided by the file, not its name: a folder reached through a link, or a file named by
+    // another path (a link, the real path of a linked config folder), is in config/ once; a file
+    // under a linked folder the walk did not follow (config/tls -> /etc/letsencrypt/live/…) is not.
+    const inode = (st: fs.Stats): string => `${st.dev}:${st.ino}`;
+    const walkedFiles = new Set<string>();
+    for (const w of sources) if (w.id && archivedPaths.has(w.rel)) walkedFiles.add(w.id.split(':').slice(0, 2).join(':'));
     for (const ref of opts.references ?? []) {
       const abs = path.resolve(ref.path);
-      if (abs === configDir || abs === dataDir || strictlyInside(abs, configDir) || strictlyInside(abs, dataDir)) continue;
+      const st = await fsp.stat(abs).catch(() => undefined);
+      if (st?.isFile() && walkedFiles.has(inode(st))) continue;
+      if (!st && (abs === configDir || abs === dataDir || strictlyInside(abs, configDir) || strictlyInside(abs, dataDir))) continue;
       byPath.set(abs, [...(byPath.get(abs) ?? []), ref.key]);
     }
     for (const [abs, keys] of [...byPath].sort(([a], [b]) => (a < b ? -1 : 1))) {
@@ -610,7 +622,10 @@ export async function createBackup(opts: { configDir: string; dataDir: string; o
         continue;
       }
       try {
-        const added = await addLiveFile(pack, abs, externalEntryName(abs));
+        // Looked at before it is opened: opening a device can have effects (a tape rewinds).
+        const st = await fsp.stat(abs);
+        if (!st.isFile()) throw new TransferError('BACKUP_NOT_FILE', st.isDirectory() ? `${abs} is a folder, not a file` : `${abs} is not a plain file`);
+        const added = await addLiveFile(pack, abs, externalEntryName(abs), undefined, EXTERNAL_MAX);
         files.push({ ...added, keys, original: abs });
         external.included.push({ keys, original: abs, path: added.path, size: added.size });
       } catch (err) {
@@ -944,6 +959,19 @@ export async function restoreBackup(opts: { archive: string; configDir: string; 
       opts.onProgress,
     );
     if (problems.length || !manifest) throw new TransferError('BACKUP_DAMAGED', `the backup does not verify, nothing restored:\n  ${problems.slice(0, 20).join('\n  ')}${problems.length > 20 ? `\n  … and ${problems.length - 20} more` : ''}`);
+    // external/… lands in config/restored-external/, beside the archive's own config files: one
+    // place cannot be a file of one and a folder of the other (found before anything moves).
+    const destOf = (rel: string): string => {
+      const { top, rest } = split(rel);
+      return [top, ...rest].join('/');
+    };
+    const destFiles = new Set(manifest.files.map((f) => destOf(f.path)));
+    const destDirs = new Set((manifest.dirs ?? []).map((d) => destOf(d.path)));
+    const clash = (p: string): TransferError => new TransferError('BACKUP_UNSAFE', `${archive}: ${p} would be both a file and a folder once restored (external/ goes to config/${RESTORED_EXTERNAL}/); refusing this archive, nothing was restored`);
+    for (const d of destDirs) if (destFiles.has(d)) throw clash(d);
+    for (const p of [...destFiles, ...destDirs]) {
+      for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) if (destFiles.has(p.slice(0, i))) throw clash(p.slice(0, i));
+    }
     // With --force the targets hold files already: a link on the way would be followed out of
     // the target (by mkdir, rename and chmod), a file where a folder goes would stop the moves
     // halfway. Both are refused before anything moves.

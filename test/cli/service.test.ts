@@ -59,9 +59,26 @@ describe('systemdUnit', () => {
   it('quotes paths with spaces, and keeps /tmp shared when a folder lives there', () => {
     const k = keys(systemdUnit({ ...base, configDir: '/srv/my mail/config', dataDir: '/tmp/hearth data' }));
     expect(k.get('ExecStart')![0]).toContain('--config "/srv/my mail/config"');
-    expect(k.get('ReadWritePaths')).toEqual(['/srv/my\\x20mail/config /tmp/hearth\\x20data']);
+    expect(k.get('ReadWritePaths')).toEqual(['"/srv/my mail/config" "/tmp/hearth data"']);
     expect(k.has('PrivateTmp')).toBe(false);
     expect(k.get('WorkingDirectory')).toEqual(['/srv/my mail/config']);
+  });
+
+  it('escapes %, $, quotes and backslashes the way systemd reads each line (specifiers, variables, quoting)', () => {
+    const configDir = '/srv/100%/my "mail" $HOME\\x';
+    const dataDir = '/srv/data %h';
+    const k = keys(systemdUnit({ ...base, configDir, dataDir, cli: '/opt/my hearth%/src/cli.ts' }));
+    // Exec lines: specifiers in every word, $ variables substituted, C escapes in quotes.
+    expect(k.get('ExecStart')![0]).toBe('/opt/hearth/node_modules/node/bin/node "/opt/my hearth%%/src/cli.ts" serve --config "/srv/100%%/my \\"mail\\" $$HOME\\\\x" --log-format json');
+    // WorkingDirectory= is taken literally but for specifiers.
+    expect(k.get('WorkingDirectory')).toEqual(['/srv/100%%/my "mail" $HOME\\x']);
+    // ReadWritePaths= is a list of words: quoted, with \\ and \" inside, specifiers too; \x20 is not understood there.
+    expect(k.get('ReadWritePaths')).toEqual(['"/srv/100%%/my \\"mail\\" $HOME\\\\x" "/srv/data %%h"']);
+    expect(k.get('Documentation')).toEqual(['file:///opt/my%%20hearth%%25/README.md']);
+  });
+
+  it('refuses a path with a control character (a newline would start a new line of the unit)', () => {
+    expect(() => systemdUnit({ ...base, dataDir: '/srv/x\nExecStartPre=/bin/sh' })).toThrow(/control character/);
   });
 
   it('gives systemd enough time for a long shutdown grace', () => {

@@ -4,7 +4,7 @@
 // puts them under <config>/restored-external/ (0600 for keys and secrets), never at their old
 // place, and says how to put each back. Every path key of the schema is known to backup.
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -151,6 +151,51 @@ describe('backup of files outside the config folder', () => {
   });
 });
 
+describe('what backup does not take from outside', () => {
+  it('leaves out a file far bigger than a certificate or key (a link to a disk image, /proc/kcore), with a warning', async () => {
+    const root = await mkdtemp(join(work, 'huge-'));
+    const configDir = join(root, 'config');
+    await mkdir(configDir);
+    await writeFile(join(configDir, 'hearth.toml'), 'hostname = "mx.test.example"\ndomains = ["example.test"]\n');
+    const huge = join(root, 'outside', 'disk.img');
+    await mkdir(join(root, 'outside'));
+    await writeFile(huge, '');
+    await truncate(huge, 64 << 20); // sparse: costs nothing on disk
+    await symlink(huge, join(root, 'outside', 'key.pem'));
+    const made = await createBackup({ configDir, dataDir: join(root, 'maildir'), out: join(root, 'b.tar'), references: [{ key: 'tls.key', path: join(root, 'outside', 'key.pem') }] });
+    expect(made.external.included).toEqual([]);
+    expect(made.external.missing).toEqual([{ keys: ['tls.key'], original: join(root, 'outside', 'key.pem'), reason: expect.stringMatching(/^is 64\.0 MiB, far more than/) }]);
+    expect(made.archiveBytes).toBeLessThan(1 << 20);
+  });
+
+  it('does not archive a file of the config folder twice when hearth.toml names it by another path (the folder reached through a link)', async () => {
+    const root = await mkdtemp(join(work, 'twice-'));
+    const real = join(root, 'real-config');
+    await mkdir(join(real, 'tls'), { recursive: true });
+    await writeFile(join(real, 'hearth.toml'), 'hostname = "mx.test.example"\ndomains = ["example.test"]\n');
+    await writeFile(join(real, 'tls', 'key.pem'), 'the key\n');
+    await symlink(real, join(root, 'config'));
+    // hearth runs with -c ROOT/config; hearth.toml names the key by its real path.
+    const made = await createBackup({ configDir: join(root, 'config'), dataDir: join(root, 'maildir'), out: join(root, 'b.tar'), references: [{ key: 'tls.key', path: join(real, 'tls', 'key.pem') }] });
+    expect(made.external).toEqual({ included: [], missing: [] });
+    expect(made.manifest.files.map((f) => f.path)).toEqual(['config/hearth.toml', 'config/tls/key.pem']);
+  });
+
+  it('archives a file hearth.toml names inside the config folder when a linked folder kept it out of the walk (config/tls -> /etc/letsencrypt/live/…)', async () => {
+    const root = await mkdtemp(join(work, 'linked-dir-'));
+    const configDir = join(root, 'config');
+    await mkdir(configDir);
+    await writeFile(join(configDir, 'hearth.toml'), 'hostname = "mx.test.example"\ndomains = ["example.test"]\n');
+    await mkdir(join(root, 'live'));
+    await writeFile(join(root, 'live', 'cert.pem'), 'the certificate\n');
+    await symlink(join(root, 'live'), join(configDir, 'tls'));
+    const cert = join(configDir, 'tls', 'cert.pem');
+    const made = await createBackup({ configDir, dataDir: join(root, 'maildir'), out: join(root, 'b.tar'), references: [{ key: 'tls.cert', path: cert }] });
+    expect(made.external.included).toEqual([expect.objectContaining({ keys: ['tls.cert'], original: cert })]);
+    expect(await readArchiveFile(made.archive, externalName(cert))).toBe('the certificate\n');
+  });
+});
+
 describe('a config folder restored before', () => {
   it('keeps its own restored-external/ copy where an external file would go, and says whether they differ', async () => {
     for (const differs of [false, true]) {
@@ -208,6 +253,24 @@ describe('hostile external entries', () => {
       expect((await verifyBackup(file)).problems).toEqual([expect.stringMatching(/^external\/etc\/key\.pem: .*not valid/)]);
       const target = join(work, `lying-external-target-${i}`);
       await expect(restoreBackup({ archive: file, configDir: join(target, 'config'), dataDir: join(target, 'maildir') })).rejects.toThrow(/does not verify/);
+      await expect(stat(target)).rejects.toThrow();
+    }
+  });
+
+  it('refuses an external file whose place is a file or a folder of the archive\'s config folder, before anything is moved', async () => {
+    const ext = { 'external/etc/key.pem': { keys: ['tls.key'], original: '/etc/key.pem' } };
+    const cases = [
+      // config/restored-external is a file: restored-external/etc/key.pem cannot be made.
+      { entries: [{ name: 'config/restored-external', body: 'x' }], dirs: [] },
+      { entries: [{ name: 'config/restored-external/etc', body: 'x' }], dirs: [] },
+      // restored-external/etc/key.pem is a folder in the manifest.
+      { entries: [], dirs: [{ path: 'config/restored-external/etc/key.pem', mode: 0o755 }] },
+    ];
+    for (const [i, c] of cases.entries()) {
+      const file = join(work, `colliding-external-${i}.tar`);
+      await craftedArchive(file, [{ name: 'config/hearth.toml', body: TOML }, ...c.entries, { name: 'external/etc/key.pem', body: 'k' }], { fields: ext, dirs: c.dirs });
+      const target = join(work, `colliding-external-target-${i}`);
+      await expect(restoreBackup({ archive: file, configDir: join(target, 'config'), dataDir: join(target, 'maildir') })).rejects.toThrow(/both a file and a folder.*nothing was restored/);
       await expect(stat(target)).rejects.toThrow();
     }
   });
