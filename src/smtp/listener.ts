@@ -37,7 +37,8 @@ export type SmtpPolicy<R> = {
   rcptTo(address: string, session: SmtpSession, tx: Transaction<R>): R | Promise<R>;
   /**
    * Take the message durably; resolves with the 250 text. `signal` aborts when shutdown's
-   * grace period is over: stop, and leave nothing stored (the store's `signal` does that).
+   * grace period is over: stop, and leave nothing stored (the store's `signal` does that); a
+   * message already made durable resolves as usual, and its client gets the 250.
    */
   receive(stream: SMTPServerDataStream, session: SmtpSession, tx: Transaction<R>, signal: AbortSignal): Promise<string>;
 };
@@ -67,7 +68,8 @@ export type SmtpListenerOptions<R> = {
   postmasterDomain?: () => string | undefined;
 };
 
-type Counted = SMTPServerSession & { hearthCounted?: boolean };
+/** `hearthCounted`: holds a per-address slot; `hearthClosed`: the connection is gone (onClose ran). */
+type Counted = SMTPServerSession & { hearthCounted?: boolean; hearthClosed?: boolean };
 
 /** The session's logger; set when smtp-server creates the connection (see the constructor). */
 export function sessionOf(session: SMTPServerSession): SmtpSession {
@@ -77,8 +79,19 @@ export function sessionOf(session: SMTPServerSession): SmtpSession {
 /** Why a message stream ends early when the client goes away (smtp-server, node:stream, the socket). */
 const CLIENT_GONE = new Set(['ECONNECTION', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET', 'EPIPE']);
 
-/** A DATA transaction running now: its delivery, and how to cut it short at shutdown. */
-type Delivery = { abort: AbortController; work: Promise<unknown> };
+/**
+ * A DATA transaction running now: its delivery, and how to cut it short at shutdown. `stream`
+ * tells whether the message is in full (then the policy may be past the point of no return,
+ * and only its outcome can say 250 or 421); `cut` answers 421 at once to one still arriving.
+ */
+type Delivery = { abort: AbortController; work: Promise<unknown>; stream: SMTPServerDataStream; cut: (reason: unknown) => void };
+
+/**
+ * How long smtp-server's own close timer waits past the grace period before it answers 421 to
+ * whatever is left: the time a transaction aborted with its message in full has to settle
+ * (a store past its last abort check finishes its links and fsyncs; the policy's answer wins).
+ */
+const SHUTDOWN_SETTLE_MS = 10_000;
 
 export function splitAddress(address: string): { local: string; domain: string } | null {
   const at = address.lastIndexOf('@');
@@ -136,7 +149,7 @@ export class SmtpListener<R> {
       hideDSN: !submission,
       disableReverseLookup: true,
       socketTimeout: opts.idleTimeoutMs,
-      closeTimeout: opts.closeTimeoutMs,
+      closeTimeout: opts.closeTimeoutMs + SHUTDOWN_SETTLE_MS,
       logger: false,
       onConnect: (session, cb) => this.#onConnect(session, cb),
       onAuth: (auth, session, cb) => void this.#onAuth(auth, session, cb),
@@ -184,8 +197,10 @@ export class SmtpListener<R> {
 
   /**
    * Stop accepting. Clients between transactions get 421 and are let go at once; transactions
-   * in DATA have closeTimeoutMs to finish, then are aborted with 421 (the store rolls back, so
-   * nothing is half-delivered). Resolves once every delivery has settled.
+   * in DATA have closeTimeoutMs to finish, then are aborted: one still receiving its message
+   * gets 421 at once (nothing stored); one with its message in full gets what its policy makes
+   * of the abort, 421 if the store rolled back, 250 (then 421) if the message was already
+   * durable. Resolves once every delivery has settled.
    */
   close(): Promise<void> {
     this.#closed ??= this.#shutdown();
@@ -194,8 +209,8 @@ export class SmtpListener<R> {
 
   async #shutdown(): Promise<void> {
     this.#closing = true;
-    // Our grace timer is armed before smtp-server's (same length), so it fires first and the
-    // client in DATA hears our 421, not smtp-server's generic one.
+    // smtp-server's own close timer runs SHUTDOWN_SETTLE_MS longer than this grace timer: only
+    // a transaction that is stuck past its abort hears its generic 421.
     let graceTimer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, this.#opts.closeTimeoutMs)));
     // smtp-server answers 421 to every command from now on; it resolves when all sockets are
@@ -213,8 +228,16 @@ export class SmtpListener<R> {
     }
     const remaining = settled();
     for (const [id, d] of this.#inData) {
-      d.abort.abort(new HearthError('SMTP_SHUTDOWN', 'server shutting down'));
-      // smtp-server replies to DATA only after the client's final dot: say 421 ourselves.
+      const reason = new HearthError('SMTP_SHUTDOWN', 'server shutting down');
+      d.abort.abort(reason);
+      // The message is in full: the policy may already have made it durable (the store past
+      // its last abort check), so its outcome decides between 250 and 421 (#onData).
+      if (d.stream.writableEnded) continue;
+      // Still arriving: nothing can be stored yet. End the stream here, so that no policy (one
+      // that ignores the signal included) can ever see it complete, and say 421 at once:
+      // smtp-server replies to DATA only after the client's final dot.
+      d.cut(reason);
+      d.stream.destroy(d.stream.listenerCount('error') > 0 ? reason : undefined);
       this.#goAwayById(id, SHUTDOWN_ABORT);
     }
     for (const conn of [...this.server.connections]) if (!this.#inData.has(conn.id)) this.#goAway(conn, SHUTDOWN_IDLE);
@@ -241,6 +264,9 @@ export class SmtpListener<R> {
   #onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const ip = session.remoteAddress;
     const log = sessionOf(session).log;
+    // A slow check before this one (the MX's DNSBL) may finish after the client left: onClose
+    // has run already and would never give the slot back.
+    if ((session as Counted).hearthClosed) return cb(smtpError(421, '4.4.2 Connection closed'));
     if (!this.#perIp.acquire(ip)) {
       log.warn({ limit: this.#opts.connectionsPerIp }, 'too many connections from one address');
       (session as Counted).hearthCounted = false;
@@ -252,6 +278,7 @@ export class SmtpListener<R> {
   }
 
   #onClose(session: SMTPServerSession): void {
+    (session as Counted).hearthClosed = true;
     if ((session as Counted).hearthCounted) this.#perIp.release(session.remoteAddress);
     this.#tx.delete(session.id);
   }
@@ -302,11 +329,12 @@ export class SmtpListener<R> {
       return this.#opts.policy.receive(stream, sessionOf(session), tx, abort.signal);
     })();
     // At shutdown the reply cannot wait for a policy that is still reading a slow client: the
-    // abort answers at once; the policy stops (and rolls back) when its stream or signal ends.
-    const aborted = new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(abort.signal.reason as Error), { once: true }));
+    // cut answers at once; the policy stops (and rolls back) when its stream or signal ends.
+    let cut: (reason: unknown) => void = noop;
+    const cutShort = new Promise<never>((_, reject) => (cut = reject));
     // What shutdown waits for: the policy may still be unwinding after an abort (the store's rollback).
-    this.#inData.set(session.id, { abort, work: received.then(noop, noop) });
-    void Promise.race([received, aborted]).then(
+    this.#inData.set(session.id, { abort, work: received.then(noop, noop), stream, cut });
+    void Promise.race([received, cutShort]).then(
       (reply) => {
         this.#inData.delete(session.id);
         this.onReceived?.();
@@ -322,6 +350,8 @@ export class SmtpListener<R> {
         // Read (and discard) whatever the client still sends, so the reply comes after its final dot.
         if (!stream.readableEnded && !abort.signal.aborted) stream.resume();
         cb(this.#toSmtpError(abort.signal.aborted ? abort.signal.reason : err, session));
+        // Aborted by shutdown: smtp-server may still wait for the end of a stream nobody reads.
+        if (abort.signal.aborted) this.#goAwayById(session.id, SHUTDOWN_ABORT);
       },
     );
   }

@@ -67,6 +67,18 @@ describe('DNSBL', () => {
     });
   });
 
+  it('a client that leaves during the DNSBL lookup does not keep counting against its per-address connection limit', async () => {
+    await withHearth(`[limits]\nconnections_per_ip = 1\n[inbound]\ncheck_loopback = true\nauthentication = false\n${NO_LIMITS}\n[dnsbl]\nzones = ["slow-bl.test"]\ntimeout = "300ms"\n\n[dns]\nservers = ["127.0.0.1:${dns.port}"]\n`, async (hearth) => {
+      const impatient = await RawSmtp.connect(hearth.smtpPort);
+      await new Promise((r) => setTimeout(r, 150)); // the lookup (300 ms) is under way
+      impatient.close();
+      await new Promise((r) => setTimeout(r, 600)); // the lookup is over
+      const { c, reply } = await greeting(hearth.smtpPort);
+      expect(reply).toMatch(/^220 /);
+      c.close();
+    });
+  });
+
   it('does not look up loopback clients unless check_loopback is set', async () => {
     const before = dns.queries.length;
     await withHearth(`[dnsbl]\nzones = ["bl.test"]\n\n[dns]\nservers = ["127.0.0.1:${dns.port}"]\n`, async (hearth) => {
