@@ -54,6 +54,8 @@ const WHOLE_READ_MAX = 1024 * 1024;
 /** \Seen flags from RETR are written in batches (one rename pass, one fsync) this often. */
 const SEEN_FLUSH_MS = 200;
 const SEEN_FLUSH_COUNT = 256;
+/** How long a farewell line may take to flush before the connection is cut anyway. */
+const LAST_REPLY_GRACE_MS = 2_000;
 
 export class Pop3Session extends StateMachine<State> {
   readonly conn: LineConnection;
@@ -87,8 +89,17 @@ export class Pop3Session extends StateMachine<State> {
     if (this.state !== 'AUTHORIZATION') return;
     this.log.info({ peer: this.conn.remoteAddress }, 'no login before the authentication deadline: closing');
     this.#saslPending = false;
+    this.#release();
     this.transition('CLOSED', 'login deadline');
-    await this.conn.close('-ERR authentication deadline passed; closing the connection\r\n');
+    // conn.close waits for the farewell to flush: a client that does not read its replies would
+    // hold it (and the connection, with no timer left) forever. Give it a moment, then cut.
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.conn.close('-ERR authentication deadline passed; closing the connection\r\n'),
+      new Promise<void>((resolve) => (grace = setTimeout(resolve, LAST_REPLY_GRACE_MS))),
+    ]);
+    clearTimeout(grace);
+    this.conn.socket.destroy();
   }
 
   /** The session holds nothing time-bound any more (login deadline). */
@@ -293,15 +304,21 @@ export class Pop3Session extends StateMachine<State> {
       this.log.warn({ peer, user: username, reason: verdict.reason }, 'login refused: locked out after repeated failures');
       return this.err(`too many failed logins; try again in ${Math.ceil(verdict.retryAfterMs / 60_000)} minutes`, 'SYS/TEMP');
     }
+    // The login deadline (or a shutdown) may close the session while we wait on the store: after
+    // each wait, a session no longer in AUTHORIZATION abandons the login and holds nothing.
+    const abandoned = (): boolean => this.state !== 'AUTHORIZATION';
     const box = await this.withTimerPaused(() => this.#opts.backend.authenticate(username, password));
     if (!box) {
       const delay = this.#opts.limiter.failure(peer, username);
       this.log.info({ peer, user: username, delayMs: delay }, 'login failed');
+      if (abandoned()) return;
       await this.withTimerPaused(() => sleep(delay));
       return this.err('invalid user name or password', 'AUTH');
     }
     this.#opts.limiter.success(peer);
+    if (abandoned()) return;
     const maildrop = await this.withTimerPaused(() => this.#opts.backend.openMaildrop(box));
+    if (abandoned()) return;
     if (!maildrop.lockMaildrop(this)) {
       this.log.info({ user: username }, 'maildrop in use by another POP3 session');
       return this.err('your maildrop is in use by another POP3 session; try again later', 'IN-USE');
@@ -316,6 +333,10 @@ export class Pop3Session extends StateMachine<State> {
     } catch (err) {
       this.#release();
       throw err;
+    }
+    if (abandoned()) {
+      this.#release();
+      return;
     }
     this.#username = `${box.user}@${box.domain}`;
     this.log.info({ peer, user: this.#username, messages: this.#entries.length }, 'logged in');
@@ -577,11 +598,19 @@ function drainOrClose(w: Writable): Promise<void> {
 /** Error codes (errno, SQLite) that will not go away by retrying: the maildrop is unreadable. */
 const PERMANENT_CODES = new Set(['EACCES', 'EPERM', 'ENOTDIR', 'EISDIR', 'ELOOP', 'ENAMETOOLONG', 'SQLITE_CORRUPT', 'SQLITE_NOTADB', 'SQLITE_CANTOPEN']);
 
+/**
+ * node:sqlite throws `code: 'ERR_SQLITE_ERROR'` with the SQLite result code as a number in
+ * `errcode` (extended codes carry the primary one in the low byte): SQLITE_CANTOPEN 14,
+ * SQLITE_CORRUPT 11, SQLITE_NOTADB 26.
+ */
+const SQLITE_RESULT_NAMES: Record<number, string> = { 11: 'SQLITE_CORRUPT', 14: 'SQLITE_CANTOPEN', 26: 'SQLITE_NOTADB' };
+
 /** Is any error in the cause chain a permanent one (else: transient, or a bug)? */
 function isPermanent(err: unknown): boolean {
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    const code = (e as { code?: unknown }).code;
+    const { code, errcode } = e as { code?: unknown; errcode?: unknown };
     if (typeof code === 'string' && PERMANENT_CODES.has(code)) return true;
+    if (typeof errcode === 'number' && PERMANENT_CODES.has(SQLITE_RESULT_NAMES[errcode & 0xff] ?? '')) return true;
   }
   return false;
 }

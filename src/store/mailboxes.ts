@@ -1079,7 +1079,12 @@ export class UserMailboxes extends EventEmitter<{ change: [ChangeEvent] }> {
     for (let b = 0; b < unsized.length; b += VSIZE_BATCH) {
       await Promise.all(
         unsized.slice(b, b + VSIZE_BATCH).map(async (i) => {
-          vsizes[i] = await crlfSizeOfFile(path.join(f.dir, fresh[i].inNew ? 'new' : 'cur', fresh[i].name)).catch(() => null);
+          const counted = await crlfSizeOfFile(path.join(f.dir, fresh[i].inNew ? 'new' : 'cur', fresh[i].name)).catch(() => undefined);
+          // Gone since the listing (deleted, or renamed by a flag change): skipped like a file
+          // whose stat found nothing, so the next scan sizes it under its new name. An unreadable
+          // one is indexed with its size unknown, as before.
+          if (counted === null) stats[i] = undefined;
+          else vsizes[i] = counted ?? null;
         }),
       );
     }

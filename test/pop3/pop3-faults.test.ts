@@ -50,6 +50,34 @@ describe('POP3 response codes when the store fails', () => {
     }
   });
 
+  it('[SYS/PERM] for a corrupt mailbox index: node:sqlite errors carry the SQLite result code as a number', async () => {
+    const { DatabaseSync } = await import('node:sqlite');
+    const { mkdtemp } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const file = join(await mkdtemp(join(tmpdir(), 'pop3-notadb-')), 'index.sqlite');
+    await writeFile(file, 'not a database, just text '.repeat(200));
+    let sqliteError: unknown;
+    try {
+      new DatabaseSync(file).exec('SELECT * FROM sqlite_master');
+    } catch (err) {
+      sqliteError = err;
+    }
+    expect(sqliteError).toBeInstanceOf(Error);
+    // As the store reports it: a StoreError whose cause is the driver's error.
+    const wrapped = Object.assign(new Error('cannot open mailbox index', { cause: sqliteError }), { code: 'STORE_IO' });
+    const server = await startFakePop3(async () => Promise.reject(wrapped));
+    try {
+      const c = await RawLines.connect(server.port);
+      await c.line();
+      await c.command('USER u');
+      expect(await c.command('PASS p')).toMatch(/^-ERR \[SYS\/PERM\] /);
+      c.close();
+    } finally {
+      await server.close();
+      await rm(join(file, '..'), { recursive: true, force: true });
+    }
+  });
+
   it('a read failing after +OK of RETR/TOP drops the connection instead of writing -ERR into the body', async () => {
     const failingStream = () =>
       Readable.from(

@@ -3,8 +3,11 @@
 // growing delay after failed logins.
 import { describe, expect, it } from 'vitest';
 import { performance } from 'node:perf_hooks';
+import { LoginLimiter } from '../../src/core/login-limiter.ts';
+import { createLogger } from '../../src/core/log.ts';
+import { Pop3Server } from '../../src/pop3/server.ts';
 import { RawLines } from '../helpers/raw-lines.ts';
-import { POP_LISTENERS, popLogin, storeMessage, withHearth, withLoggedHearth } from './pop3-helpers.ts';
+import { POP_LISTENERS, fakeMaildrop, popLogin, storeMessage, withHearth, withLoggedHearth } from './pop3-helpers.ts';
 
 describe('POP3 login deadline', () => {
   it('closes a client that keeps sending CAPA but never logs in, at the deadline, with -ERR', async () => {
@@ -124,4 +127,93 @@ describe('POP3 failed logins', () => {
       c.close();
     });
   });
+});
+
+describe('POP3 login deadline against a login in flight', () => {
+  /** A Pop3Server whose authenticate and sync wait on gates the test opens; one shared maildrop lock. */
+  async function gatedServer(opts: { loginMs: number; gate: 'authenticate' | 'sync' }) {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const lock = { owner: null as object | null };
+    const logs: Array<Record<string, unknown>> = [];
+    let calls = 0;
+    const maildrop = fakeMaildrop([{ uid: 1, size: 20 }], {
+      lockMaildrop: (owner) => {
+        if (lock.owner && lock.owner !== owner) return false;
+        lock.owner = owner;
+        return true;
+      },
+      unlockMaildrop: (owner) => {
+        if (lock.owner === owner) lock.owner = null;
+      },
+      sync: async () => {
+        if (opts.gate === 'sync' && calls === 1) await gate;
+        return { uidValidity: 1, messages: [{ uid: 1, size: 20 }] };
+      },
+    });
+    const server = new Pop3Server({
+      hostname: 'pop.test',
+      log: createLogger('debug', { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) }),
+      backend: {
+        authenticate: async (user) => {
+          calls += 1;
+          if (opts.gate === 'authenticate' && calls === 1) await gate;
+          return { user, domain: 'example.test' };
+        },
+        openMaildrop: async () => maildrop,
+      },
+      limiter: new LoginLimiter(),
+      plaintext: 'always',
+      tls: 'plain',
+      idleMs: { authorization: 60_000, transaction: 60_000 },
+      loginMs: opts.loginMs,
+      commandsPerSecond: 1_000_000,
+      maxLine: 4096,
+      connectionsPerIp: 50,
+      maxConnections: 50,
+    });
+    const { port } = await server.listen(0, '127.0.0.1');
+    return { server, port, lock, logs, open };
+  }
+
+  for (const where of ['authenticate', 'sync'] as const) {
+    it(`a deadline passing during ${where} ends that login: no TRANSACTION after CLOSED, the maildrop lock is free`, async () => {
+      const { server, port, lock, logs, open } = await gatedServer({ loginMs: 300, gate: where });
+      try {
+        const a = await RawLines.connect(port);
+        await a.line();
+        expect(await a.command('USER alice')).toMatch(/^\+OK/);
+        a.send('PASS secret\r\n');
+        expect(await a.line(3_000)).toBe('-ERR authentication deadline passed; closing the connection');
+        expect(await a.waitClosed(2_000)).toBe(true);
+        open(); // the password check (or the sync) finishes after the connection is gone
+        await new Promise((r) => setTimeout(r, 100));
+        expect(lock.owner).toBeNull();
+        expect(logs.some((l) => l.msg === 'transition' && l.from === 'CLOSED' && l.to === 'TRANSACTION')).toBe(false);
+        expect(logs.some((l) => l.msg === 'logged in')).toBe(false);
+        // The user can log in again at once: no [IN-USE] left behind by the abandoned session.
+        const b = await popLogin(port, 'alice', 'secret');
+        expect(await b.command('STAT')).toBe('+OK 1 20');
+        b.close();
+      } finally {
+        await server.close();
+      }
+    });
+  }
+
+  it('a client that never reads its replies is still disconnected at the deadline', async () => {
+    const { server, port } = await gatedServer({ loginMs: 1_500, gate: 'sync' });
+    try {
+      const c = await RawLines.connect(port);
+      c.socket.pause(); // never read: the server's replies pile up until its writes block
+      const flood = 'CAPA\r\n'.repeat(50_000);
+      for (let i = 0; i < 8; i++) c.socket.write(flood);
+      // The deadline (1.5 s) plus the farewell's grace (2 s), and a margin.
+      await new Promise((r) => setTimeout(r, 5_000));
+      expect(server.sessions).toBe(0);
+      c.socket.destroy();
+    } finally {
+      await server.close();
+    }
+  }, 20_000);
 });
