@@ -3,10 +3,11 @@
 // SIGHUP to reload certificates, and locked down to the two folders it writes.
 import { realpathSync } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { dirname, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import { loadConfig } from '../config/load.ts';
+import type { LoadedConfig } from '../config/load.ts';
 import { HearthError } from '../core/errors.ts';
 import { configDirOf } from './ops.ts';
 
@@ -26,6 +27,8 @@ export type UnitSettings = {
   /** Listener ports, to decide whether the unit must grant the low-port capability. */
   ports: number[];
   shutdownGraceMs: number;
+  /** Folders outside the config and data folders that hearth writes: where ACME renewal puts the certificate. */
+  alsoWritable?: string[];
 };
 
 /** `%` starts a specifier (%h, %n, …) in every line used here: `%%` is a literal one. */
@@ -93,11 +96,13 @@ export function systemdUnit(s: UnitSettings): string {
           'CapabilityBoundingSet=CAP_NET_BIND_SERVICE',
         ]
       : []),
-    '# hearth writes only its config folder (users, keys, certificates) and its data folder.',
+    (s.alsoWritable?.length
+      ? '# hearth writes only its config folder (users, keys, certificates), its data folder, and where ACME renewal puts the certificate.'
+      : '# hearth writes only its config folder (users, keys, certificates) and its data folder.'),
     'NoNewPrivileges=yes',
     'ProtectSystem=strict',
     'ProtectHome=read-only',
-    `ReadWritePaths=${[...new Set([s.configDir, s.dataDir])].map(pathListItem).join(' ')}`,
+    `ReadWritePaths=${[...new Set([s.configDir, s.dataDir, ...(s.alsoWritable ?? [])])].map(pathListItem).join(' ')}`,
     // A private /tmp would hide a config or data folder that lives under /tmp.
     ...(inTmp ? [] : ['PrivateTmp=yes']),
     'PrivateDevices=yes',
@@ -138,6 +143,17 @@ export async function unitProblems(s: UnitSettings): Promise<string[]> {
   return problems;
 }
 
+/**
+ * With ACME renewal on, hearth replaces the certificate, its key and the account key by writing
+ * beside them: the folders of those outside the config and data folders must stay writable.
+ */
+export function renewalFolders(loaded: LoadedConfig): string[] {
+  if (!loaded.config.acme.enabled) return [];
+  const inside = (dir: string) => [loaded.dir, loaded.dataDir].some((root) => dir === root || dir.startsWith(root + sep));
+  const files = [loaded.tlsCert, loaded.tlsKey, resolve(loaded.dir, loaded.config.acme.account_key_file)];
+  return [...new Set(files.map((f) => dirname(f)))].filter((d) => !inside(d));
+}
+
 export function registerServiceCommands(program: Command): void {
   const service = program.command('service').description('run hearth as a system service');
   service
@@ -159,6 +175,7 @@ export function registerServiceCommands(program: Command): void {
         user: opts.user,
         ports: Object.values(loaded.config.listeners).flatMap((l) => (l?.enabled ? [l.listen.port] : [])),
         shutdownGraceMs: loaded.config.timeouts.shutdown_grace,
+        alsoWritable: renewalFolders(loaded),
       };
       for (const problem of await unitProblems(settings)) process.stderr.write(`warning: ${problem}\n`);
       const unit = systemdUnit(settings);

@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { systemdUnit, unitProblems } from '../../src/cli/service.ts';
+import { renewalFolders, systemdUnit, unitProblems } from '../../src/cli/service.ts';
+import { loadedFromText } from '../../src/config/load.ts';
 import type { UnitSettings } from '../../src/cli/service.ts';
 import { CLI, makeSetup } from '../helpers/hearth.ts';
 import type { TestSetup } from '../helpers/hearth.ts';
@@ -83,6 +84,24 @@ describe('systemdUnit', () => {
 
   it('gives systemd enough time for a long shutdown grace', () => {
     expect(keys(systemdUnit({ ...base, shutdownGraceMs: 60_500 })).get('TimeoutStopSec')).toEqual(['76']);
+  });
+});
+
+describe('renewalFolders', () => {
+  const toml = (extra: string) => `hostname = "mail.example.test"\ndomains = ["example.test"]\ndata_dir = "/var/lib/hearth"\n${extra}`;
+
+  it('keeps the folders ACME renewal writes outside the config and data folders writable', () => {
+    const loaded = loadedFromText('/opt/hearth/config', toml('[tls]\ncert = "/etc/hearth-tls/fullchain.pem"\nkey = "/etc/hearth-tls/privkey.pem"\n[acme]\nenabled = true\naccount_key_file = "/srv/acme/account.key"\n'));
+    expect(renewalFolders(loaded)).toEqual(['/etc/hearth-tls', '/srv/acme']);
+    const k = keys(systemdUnit({ ...base, alsoWritable: renewalFolders(loaded) }));
+    expect(k.get('ReadWritePaths')).toEqual(['/opt/hearth/config /var/lib/hearth /etc/hearth-tls /srv/acme']);
+  });
+
+  it('adds nothing when renewal is off or the files live in the config folder', () => {
+    expect(renewalFolders(loadedFromText('/opt/hearth/config', toml('[tls]\ncert = "/etc/hearth-tls/fullchain.pem"\n')))).toEqual([]);
+    expect(renewalFolders(loadedFromText('/opt/hearth/config', toml('[acme]\nenabled = true\n')))).toEqual([]);
+    // A sibling folder whose name starts like the config folder is still outside it.
+    expect(renewalFolders(loadedFromText('/opt/hearth/config', toml('[tls]\ncert = "/opt/hearth/config-tls/c.pem"\nkey = "tls/key.pem"\n[acme]\nenabled = true\n')))).toEqual(['/opt/hearth/config-tls']);
   });
 });
 
