@@ -6,6 +6,22 @@ import type { TransformCallback } from 'node:stream';
 import type { Socket } from 'node:net';
 import { HearthError } from './errors.ts';
 
+type Emitter = { once(event: string, fn: () => void): unknown; off(event: string, fn: () => void): unknown };
+
+/**
+ * Resolves on the first of `events` (e.g. 'drain' or 'close': a stream that is destroyed never
+ * drains), and removes all its listeners then, so waiting in a loop piles none up.
+ */
+export function firstOf(emitter: Emitter, events: readonly string[]): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      for (const e of events) emitter.off(e, done);
+      resolve();
+    };
+    for (const e of events) emitter.once(e, done);
+  });
+}
+
 const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
@@ -258,33 +274,18 @@ export class SocketWriter {
   end(last?: string | Buffer): Promise<void> {
     const socket = this.#socket;
     if (socket.destroyed || socket.writableFinished) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
-        socket.off('finish', done);
-        socket.off('close', done);
-        resolve();
-      };
-      socket.once('finish', done);
-      socket.once('close', done);
-      if (!socket.writableEnded) {
-        if (last === undefined) socket.end();
-        else socket.end(last);
-      }
-    });
+    const ended = firstOf(socket, ['finish', 'close']);
+    if (!socket.writableEnded) {
+      if (last === undefined) socket.end();
+      else socket.end(last);
+    }
+    return ended;
   }
 
   #waitDrain(): Promise<void> {
     // One shared waiter however many writes are queued (no listener pile-up).
-    this.#drain ??= new Promise<void>((resolve) => {
-      const socket = this.#socket;
-      const done = (): void => {
-        socket.off('drain', done);
-        socket.off('close', done);
-        this.#drain = undefined;
-        resolve();
-      };
-      socket.once('drain', done);
-      socket.once('close', done);
+    this.#drain ??= firstOf(this.#socket, ['drain', 'close']).then(() => {
+      this.#drain = undefined;
     });
     return this.#drain;
   }

@@ -3,12 +3,12 @@
 // CLOSED once the connection is gone. Every command is dispatched to do_${state}_${VERB};
 // a command in the wrong state falls to that state's default and gets -ERR.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Readable, Writable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { plaintextAllowed } from '../core/connection.ts';
 import type { LineConnection } from '../core/connection.ts';
 import { CommandPacer } from '../core/limits.ts';
 import type { LineSessionOptions } from '../core/line-server.ts';
-import { dotStuff, dotStuffBuffer } from '../core/lines.ts';
+import { dotStuff, dotStuffBuffer, firstOf } from '../core/lines.ts';
 import { StateMachine } from '../core/state-machine.ts';
 import type { NoStrayHandlers } from '../core/state-machine.ts';
 import { decodeSaslPlain, parseLineCount, parseMessageNumber, parsePop3Command } from './parse.ts';
@@ -478,7 +478,7 @@ export class Pop3Session extends StateMachine<State> {
       try {
         for await (const chunk of source) {
           if (stuffed.destroyed) break;
-          if (!stuffed.write(chunk)) await drainOrClose(stuffed);
+          if (!stuffed.write(chunk)) await firstOf(stuffed, ['drain', 'close']);
         }
         stuffed.end();
       } catch (err) {
@@ -580,19 +580,6 @@ export class Pop3Session extends StateMachine<State> {
     if (notHere.includes(verb)) return this.err(`${verb} is not allowed after login`);
     await this.#bad(`unknown command ${sanitize(verb)}`);
   }
-}
-
-/** Resolves when a writable drains or is closed (destroyed), whichever comes first. */
-function drainOrClose(w: Writable): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      w.off('drain', done);
-      w.off('close', done);
-      resolve();
-    };
-    w.once('drain', done);
-    w.once('close', done);
-  });
 }
 
 /** Error codes (errno, SQLite) that will not go away by retrying: the maildrop is unreadable. */

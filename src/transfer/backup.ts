@@ -46,6 +46,7 @@ import { createGunzip, createGzip } from 'node:zlib';
 import { backup as sqliteBackup, DatabaseSync } from 'node:sqlite';
 import { extract as tarExtract, pack as tarPack } from 'tar-stream';
 import type { Pack } from 'tar-stream';
+import { firstOf } from '../core/lines.ts';
 import type { HearthConfig } from '../config/schema.ts';
 import { TransferError } from './mbox.ts';
 
@@ -329,7 +330,7 @@ async function addEntry(pack: Pack, header: { name: string; size: number; mode: 
       for await (const chunk of data) {
         hash.update(chunk);
         size += chunk.length;
-        if (!sink.write(chunk)) await new Promise<void>((r) => sink.once('drain', () => r()));
+        if (!sink.write(chunk)) await firstOf(sink, ['drain', 'close']);
       }
       sink.end(null);
     })().catch((err: unknown) => {
@@ -702,7 +703,7 @@ async function* tarEntries(file: string, onBytes: (n: number) => void): AsyncGen
   const feeding = (async () => {
     for await (const chunk of input) {
       if (extract.destroyed) break;
-      if (!extract.write(chunk as Buffer)) await drainedOrClosed(extract);
+      if (!extract.write(chunk as Buffer)) await firstOf(extract, ['drain', 'close']);
     }
     if (!extract.destroyed) extract.end(null);
   })().catch((err: unknown) => extract.destroy(err as Error));
@@ -730,18 +731,6 @@ async function* tarEntries(file: string, onBytes: (n: number) => void): AsyncGen
     source.destroy();
     await feeding;
   }
-}
-
-function drainedOrClosed(stream: { once(ev: string, fn: () => void): unknown; off(ev: string, fn: () => void): unknown }): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      stream.off('drain', done);
-      stream.off('close', done);
-      resolve();
-    };
-    stream.once('drain', done);
-    stream.once('close', done);
-  });
 }
 
 /** Entries of an old directory backup: the manifest first says what is there. */
