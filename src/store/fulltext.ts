@@ -37,6 +37,15 @@ export function foldText(text: string): string {
   return text.normalize('NFC').toLowerCase().replace(/\s+/g, ' ');
 }
 
+/**
+ * foldText, and accents on Latin letters dropped (é → e), as the index's tokenizer
+ * (remove_diacritics) does: for the webmail's search, whose answer must not depend on whether a
+ * folder is indexed yet. Marks on other scripts stay: in が the mark is part of the letter.
+ */
+export function foldTextLoose(text: string): string {
+  return foldText(text.normalize('NFD').replace(/(\p{Script=Latin})\p{M}+/gu, '$1'));
+}
+
 /** As stored in and queried from FTS5: FTS5 folds case and diacritics itself. */
 function indexForm(text: string): string {
   return text.normalize('NFC').replace(/\s+/g, ' ').replaceAll('\0', '');

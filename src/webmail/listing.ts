@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { MessageSummary as ImapSummary, SummaryProvider } from '../imap/message-info.ts';
 import type { MessageRecord, SharedFolderState, UserMailboxes } from '../store/mailboxes.ts';
-import { foldText, indexable } from '../store/fulltext.ts';
+import { foldTextLoose, indexable } from '../store/fulltext.ts';
 import type { FullTextField, FullTextIndex } from '../store/fulltext.ts';
 import { userSearch } from '../store/user-search.ts';
 import type { MessageList, MessageSummary } from './api-types.ts';
@@ -420,15 +420,16 @@ async function matches(
   if (query.hasAttachment && !s.hasAttachments) return false;
   let body: string | undefined;
   for (const t of open) {
-    const needle = foldText(t.text);
-    const has = (text: string): boolean => foldText(text).includes(needle);
+    const needle = foldTextLoose(t.text);
+    const has = (text: string): boolean => foldTextLoose(text).includes(needle);
     const f = s.fields;
     let hit = false;
     if (t.field === 'from') hit = has(f.from);
     else if (t.field === 'to') hit = has(f.to) || has(f.cc) || has(f.bcc);
     else if (t.field === 'subject') hit = has(f.subject);
     else {
-      if (t.field === 'any') hit = has(f.subject) || has(f.from) || has(f.to) || has(f.cc);
+      // As the index's `any`: the subject, every address field (Bcc too, on mail you sent), the body.
+      if (t.field === 'any') hit = has(f.subject) || has(f.from) || has(f.to) || has(f.cc) || has(f.bcc);
       if (!hit) {
         body ??= await readBody(rec);
         hit = has(body);
