@@ -403,7 +403,9 @@ export function createWebmailApp(deps: WebmailDeps): WebmailApp {
     const folders: Folder[] = [];
     for (const info of infos) {
       try {
-        const st = await mb.folderStatus(info.name);
+        // After a restart the index file has the counts while the folder still loads (peekNewest).
+        const peek = await mb.peekNewest(info.name, 0, 0, { unseen: true });
+        const st = peek ? { messages: peek.total, unseen: peek.unseen ?? 0 } : await mb.folderStatus(info.name);
         const f: Folder = { name: info.name, total: st.messages, unseen: st.unseen };
         const special = SPECIAL_USE[info.name];
         if (special) f.specialUse = special;

@@ -121,3 +121,41 @@ it('a message added to the Maildir by another program while hearth was down is i
   expect(first.messages[0].flags).toEqual([]);
   expect(await peek.mock.results[0].value).toBeUndefined();
 });
+
+it('the folder list after a restart answers from the index file while the INBOX is still loading', async () => {
+  for (let i = 1; i <= 5; i++) await h.deliver('alice@example.test', message({ subject: `message ${i}` }));
+  const mb = await h.mail.open(aliceBox);
+  await mb.sync('INBOX');
+  await mb.setFlags('INBOX', [1, 2], 'add', ['\\Seen']);
+  await mb.createFolder('Lists');
+  // Every folder settled, as on a server that has run a while (INBOX last: settle does it).
+  const old = new Date(Date.now() - 60_000);
+  for (const { name } of (await mb.listFolders()).filter((f) => f.name !== 'INBOX')) {
+    for (const sub of ['new', 'cur']) await fs.utimes(path.join(h.maildir.maildirPath(aliceBox, name), sub), old, old);
+    await mb.sync(name);
+  }
+  await settle(h.mail);
+  const { app } = await restart();
+  const warmed = slowWarmUp();
+  const api = client(app);
+  const login = await api.login('alice@example.test', 'alice-password');
+  type Folder = { name: string; total: number; unseen: number };
+  // The counts come from the index file: no folder waits for a load (a 100,000-message INBOX
+  // takes a tenth of a second), and none is read whole just to be counted.
+  const status = vi.spyOn(UserMailboxes.prototype, 'folderStatus');
+  const folders = (await api.json<Folder[]>('GET', '/api/folders', login)).body;
+  expect(status.mock.calls.map((c) => c[0])).toEqual([]);
+  expect(folders.find((f) => f.name === 'INBOX')).toMatchObject({ total: 5, unseen: 3 });
+  expect(folders.find((f) => f.name === 'Lists')).toMatchObject({ total: 0, unseen: 0 });
+  // Once loaded, the folders answer from memory, with the same counts.
+  warmed();
+  const again = (await api.json<Folder[]>('GET', '/api/folders', login)).body;
+  expect(again).toEqual(folders);
+  // A Maildir changed behind the index's back is counted by a real scan.
+  await fs.writeFile(path.join(h.maildir.maildirPath(aliceBox, 'Lists'), 'new', `${Math.floor(Date.now() / 1000)}.M2P2.mda`), message({ subject: 'list mail' }));
+  const { app: app2 } = await restart();
+  const api2 = client(app2);
+  const login2 = await api2.login('alice@example.test', 'alice-password');
+  const after = (await api2.json<Folder[]>('GET', '/api/folders', login2)).body;
+  expect(after.find((f) => f.name === 'Lists')).toMatchObject({ total: 1, unseen: 1 });
+});
