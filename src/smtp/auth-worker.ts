@@ -25,7 +25,8 @@ type FromWorker =
 
 const WORKER_MAIN = new URL('./auth-worker-main.ts', import.meta.url);
 
-type Pending = { input: AuthInput; resolve(o: AuthOutcome): void; reject(e: unknown): void };
+/** A check in a thread, and which thread: a dying thread's checks, and only its, move to the loop. */
+type Pending = { input: AuthInput; worker: Worker; resolve(o: AuthOutcome): void; reject(e: unknown): void };
 
 export class AuthCheckWorker {
   readonly #opts: SenderAuthOptions;
@@ -49,7 +50,7 @@ export class AuthCheckWorker {
     const worker = this.#worker ?? this.#start();
     const id = this.#nextId++;
     return new Promise<AuthOutcome>((resolve, reject) => {
-      this.#pending.set(id, { input, resolve, reject });
+      this.#pending.set(id, { input, worker, resolve, reject });
       const { message, ...rest } = input as AuthInput & { message: Buffer };
       worker.postMessage({ type: 'check', id, input: { ...rest, message } } satisfies ToWorker);
     });
@@ -59,7 +60,7 @@ export class AuthCheckWorker {
     this.#closed = true;
     const w = this.#worker;
     this.#worker = undefined;
-    this.#failOver('closing');
+    this.#failOver('closing', undefined);
     await w?.terminate();
   }
 
@@ -100,14 +101,17 @@ export class AuthCheckWorker {
 
   #lost(w: Worker): void {
     if (this.#worker === w) this.#worker = undefined;
-    this.#failOver('thread lost');
+    // A thread that fails reports 'error' and then 'exit': by the second, a new thread may hold
+    // checks of its own, which must stay there (run on the loop too, they would run twice).
+    this.#failOver('thread lost', w);
   }
 
-  /** Checks the thread can no longer answer are done here instead. */
-  #failOver(why: string): void {
-    if (this.#pending.size === 0) return;
-    this.#log.debug({ checks: this.#pending.size, why }, 'sender checks moved to the event loop');
-    for (const [id, p] of this.#pending) {
+  /** Checks that thread `w` (any thread, when undefined) can no longer answer are done here instead. */
+  #failOver(why: string, w: Worker | undefined): void {
+    const moved = [...this.#pending].filter(([, p]) => w === undefined || p.worker === w);
+    if (moved.length === 0) return;
+    this.#log.debug({ checks: moved.length, why }, 'sender checks moved to the event loop');
+    for (const [id, p] of moved) {
       this.#pending.delete(id);
       this.#local.check(p.input).then(p.resolve, p.reject);
     }
