@@ -1,6 +1,8 @@
 // Relay benchmark: N messages of S bytes submitted to hearth and relayed through the durable
 // queue to D remote domains whose MXes (found through a DNS server on loopback) are sinks on
 // loopback. Prints messages/second end to end, peak RSS and the server loop's delay p99.
+// `--rtt MS` makes the sinks answer each command MS late (a round trip to a distant MX), where
+// PIPELINING (RFC 2920) pays off; `--no-pipelining` hides it from the sinks' EHLO to compare.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,14 +25,17 @@ function pct(values: number[], p: number): string {
 export async function run(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { messages: { type: 'string', default: '2000' }, size: { type: 'string', default: '10240' }, domains: { type: 'string', default: '20' }, 'no-fsync': { type: 'boolean', default: false }, help: { type: 'boolean', default: false } },
+    options: { messages: { type: 'string', default: '2000' }, size: { type: 'string', default: '10240' }, domains: { type: 'string', default: '20' }, 'no-fsync': { type: 'boolean', default: false }, rtt: { type: 'string', default: '0' }, 'no-pipelining': { type: 'boolean', default: false }, help: { type: 'boolean', default: false } },
   });
   if (values.help) {
-    process.stdout.write('npm run bench -- relay [--messages N] [--size BYTES] [--domains D] [--no-fsync (diagnosis only: shows what fsync costs)]\n');
+    process.stdout.write('npm run bench -- relay [--messages N] [--size BYTES] [--domains D] [--rtt MS (sinks answer MS late)] [--no-pipelining (sinks do not offer it)] [--no-fsync (diagnosis only: shows what fsync costs)]\n');
     return;
   }
   const messages = Number(values.messages);
   const domains = Number(values.domains);
+  const rtt = Number(values.rtt);
+  if (!Number.isFinite(rtt) || rtt < 0) throw new Error(`--rtt ${values.rtt}: give milliseconds`);
+  const ehlo = values['no-pipelining'] ? '250-sink\r\n250 8BITMIME\r\n' : '250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n';
 
   let received = 0;
   let allReceived: () => void = () => undefined;
@@ -42,10 +47,33 @@ export async function run(argv: string[]): Promise<void> {
     connections++;
     let inData = false;
     let buffered = '';
-    socket.write('220 sink ESMTP\r\n');
+    // The replies to one read leave together (RFC 2920 3.2: a pipelining server sends a group's
+    // replies as a unit; with Nagle on, replies written one by one would wait for the client's
+    // delayed ACK), `rtt` ms after the commands came in; equal timeouts fire in order.
+    let pending = '';
+    let ending = false;
+    const reply = (text: string, end = false): void => {
+      pending += text;
+      ending ||= end;
+    };
+    const flush = (): void => {
+      const text = pending;
+      const end = ending;
+      pending = '';
+      if (text === '') return;
+      const go = (): void => void (socket.destroyed ? undefined : end ? socket.end(text) : socket.write(text));
+      if (rtt > 0) setTimeout(go, rtt);
+      else go();
+    };
+    reply('220 sink ESMTP\r\n');
+    flush();
     socket.on('error', () => undefined);
     socket.on('data', (chunk: Buffer) => {
       buffered += chunk.toString('latin1');
+      answer();
+      flush();
+    });
+    const answer = (): void => {
       for (;;) {
         if (inData) {
           const end = buffered.indexOf('\r\n.\r\n');
@@ -55,7 +83,7 @@ export async function run(argv: string[]): Promise<void> {
           }
           buffered = buffered.slice(end + 5);
           inData = false;
-          socket.write('250 2.0.0 ok\r\n');
+          reply('250 2.0.0 ok\r\n');
           if (++received === messages) allReceived();
           continue;
         }
@@ -63,14 +91,14 @@ export async function run(argv: string[]): Promise<void> {
         if (nl < 0) return;
         const verb = buffered.slice(0, 4).toUpperCase();
         buffered = buffered.slice(nl + 2);
-        if (verb === 'EHLO') socket.write('250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n');
+        if (verb === 'EHLO') reply(ehlo);
         else if (verb === 'DATA') {
           inData = true;
-          socket.write('354 go ahead\r\n');
-        } else if (verb === 'QUIT') socket.end('221 bye\r\n');
-        else socket.write('250 ok\r\n');
+          reply('354 go ahead\r\n');
+        } else if (verb === 'QUIT') reply('221 bye\r\n', true);
+        else reply('250 ok\r\n');
       }
-    });
+    };
   });
   await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
   const sinkPort = (sink.address() as net.AddressInfo).port;
@@ -125,7 +153,7 @@ export async function run(argv: string[]): Promise<void> {
   sink.close();
   await rm(root, { recursive: true, force: true });
   process.stdout.write(
-    `relay: ${messages} messages of ${values.size} B to ${domains} domains, submitted in ${submitted.seconds.toFixed(1)} s, all relayed in ${seconds.toFixed(1)} s over ${connections} connections\n` +
+    `relay: ${messages} messages of ${values.size} B to ${domains} domains${rtt > 0 ? `, sinks answering ${rtt} ms late` : ''}${values['no-pipelining'] ? ', no PIPELINING' : ''}, submitted in ${submitted.seconds.toFixed(1)} s, all relayed in ${seconds.toFixed(1)} s over ${connections} connections\n` +
       `  ${(messages / seconds).toFixed(0)} messages/s end to end (target 500)\n` +
       `  submission latency (end of DATA to 250) p50 ${pct(submitted.latencies, 50)} ms, p99 ${pct(submitted.latencies, 99)} ms\n` +
       `  main loop busy ${(elu.active / 1000).toFixed(1)} s, main thread CPU ${(threadMs / 1000).toFixed(1)} s (${((threadMs / messages) * 1000).toFixed(0)} µs per message); process CPU user ${(cpu.user / 1e6).toFixed(1)} s, system ${(cpu.system / 1e6).toFixed(1)} s\n` +

@@ -226,6 +226,7 @@ export async function startHearth(opts: { configDir: string; log?: Logger; /** T
         mxPort: config.relay.mx_port,
         requireTls: config.relay.require_tls,
         smarthost: await smarthostTarget(loaded),
+        pool: { idleMs: config.relay.pool_idle_time, maxIdlePerDestination: config.relay.pool_max_idle_per_destination, maxIdle: config.relay.pool_max_idle, maxMessagesPerConnection: config.relay.pool_max_messages_per_connection },
       })),
       // Bounces come from <>, so they never bounce themselves (no loops).
       bounce: async ({ to: addressed, raw }) => {

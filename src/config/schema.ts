@@ -307,6 +307,15 @@ export const ConfigSchema = z.strictObject({
       mx_port: z.number().int().min(1).max(65535).default(25),
       /** Refuse to deliver to an MX that does not offer STARTTLS (default: use it when offered). */
       require_tls: z.boolean().default(false),
+      // Connection reuse (src/smtp/relay-pool.ts; the defaults are its DEFAULT_RELAY_POOL).
+      /** How long a delivered-over connection waits for the next message to the same MX or smarthost. */
+      pool_idle_time: duration.prefault('5s'),
+      /** Idle connections kept per destination; 0 turns reuse off. */
+      pool_max_idle_per_destination: z.number().int().min(0).default(4),
+      /** Idle connections kept in all; 0 turns reuse off. */
+      pool_max_idle: z.number().int().min(0).default(32),
+      /** Messages over one connection before it is closed (the next one opens a new connection). */
+      pool_max_messages_per_connection: z.number().int().min(1).default(100),
     })
     .prefault({}),
   queue: z

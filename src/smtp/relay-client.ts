@@ -1,16 +1,21 @@
 // The relay client is in charge of one outbound SMTP session (RFC 5321, with STARTTLS RFC
 // 3207, AUTH RFC 4954, SIZE RFC 1870, 8BITMIME RFC 6152, SMTPUTF8 RFC 6531, DSN RFC 3461,
-// ENHANCEDSTATUSCODES RFC 2034/3463): one connection, several messages in sequence, and a
-// verdict for every recipient. With `reuse` a sound connection waits in IDLE after its messages
-// and send() hands it more, each batch starting with RSET (relay-pool.ts keeps them). It knows
-// nothing of the queue: the queue's `deliver(job)` (wired in main.ts) calls `relay()` or the
-// pool and records the results.
+// ENHANCEDSTATUSCODES RFC 2034/3463, PIPELINING RFC 2920): one connection, several messages in
+// sequence, and a verdict for every recipient. With `reuse` a sound connection waits in IDLE
+// after its messages and send() hands it more, each batch starting with RSET (relay-pool.ts
+// keeps them). It knows nothing of the queue: the queue's `deliver(job)` (wired in main.ts)
+// calls `relay()` or the pool and records the results.
 //
 // It is an explicit state machine. Before each command we enter the state whose reply we then
 // wait for, and the reply is dispatched to `do_${state}_${code}` (do_RCPT_550), then the reply
 // class (`do_RCPT_5xx`), then `do_${state}_default`, then `do_default`. Every state has a timer
 // (RFC 5321 4.5.3.2). Remote misbehaviour never throws: it becomes a `deferred` or `failed`
 // result whose text names the failure code (RELAY_*) and the state.
+//
+// PIPELINING only changes when commands are written, not how replies are read: to a server
+// that offers it, MAIL FROM, every RCPT TO and DATA go out in one write (with the RSET before
+// them on a reused connection), and the replies still walk MAIL -> RCPT (one per recipient, in
+// order) -> DATA, each under its own timer. The body is never written before the 354.
 import net from 'node:net';
 import tls from 'node:tls';
 import { tlsHandshake } from '../core/connection.ts';
@@ -164,7 +169,8 @@ export function validateInput(target: RelayTarget, messages: RelayMessage[], opt
 
 // ---- the state machine ---------------------------------------------------------------------
 
-export const STATES = ['CONNECT', 'GREETING', 'EHLO', 'HELO', 'STARTTLS', 'AUTH', 'MAIL', 'RCPT', 'DATA', 'BODY', 'RSET', 'IDLE', 'QUIT', 'CLOSED'] as const;
+/** DOT: a lone "." was sent after a 354 that came with no recipient accepted (pipelining). */
+export const STATES = ['CONNECT', 'GREETING', 'EHLO', 'HELO', 'STARTTLS', 'AUTH', 'MAIL', 'RCPT', 'DATA', 'BODY', 'DOT', 'RSET', 'IDLE', 'QUIT', 'CLOSED'] as const;
 export type State = (typeof STATES)[number];
 type Digit = '0' | '1' | '2' | '3' | '4' | '5' | '6' | '7' | '8' | '9';
 /** Reply codes a handler may be named after (RFC 5321 4.2: 2yz..5yz). */
@@ -176,7 +182,12 @@ type Job = {
   results: Array<RecipientResult | undefined>;
   /** Recipients the remote accepted at RCPT: their verdict comes with the final dot. */
   accepted: number[];
-  rcptIndex: number;
+  /** The recipients a RCPT TO is (or will be) sent for, in order: the RCPT replies map onto it. */
+  rcptQueue: number[];
+  /** RCPT replies read so far: the next one is about `rcptQueue[rcptReplies]`. */
+  rcptReplies: number;
+  /** MAIL FROM, every RCPT TO and DATA went out in one write (RFC 2920). */
+  pipelined: boolean;
 };
 
 /** Reply lines longer than this are a protocol error (RFC 5321 4.5.3.1.5 says 512). */
@@ -204,8 +215,13 @@ export class RelayClient extends StateMachine<State> {
   #nextJob = 0;
   /** Messages handed to this connection so far, over all batches. */
   #messagesHanded = 0;
-  /** A reused connection's batch has sent nothing of its messages yet (only RSET). */
+  /**
+   * A reused connection's batch has had no reply beyond its RSET yet: only RSET (and, pipelined,
+   * the envelope and DATA, never a body) was sent, so if RSET fails nothing can have been delivered.
+   */
   #probing = false;
+  /** The RSET awaited was written with the next transaction's commands (pipelined). */
+  #rsetLeadsGroup = false;
   #idleTimer: NodeJS.Timeout | undefined;
   #job: Job | undefined;
   #socket: net.Socket | undefined;
@@ -246,6 +262,7 @@ export class RelayClient extends StateMachine<State> {
       RCPT: timeouts.rcpt,
       DATA: timeouts.data,
       BODY: timeouts.dataBlock,
+      DOT: timeouts.finalDot,
       RSET: timeouts.mail,
       IDLE: 0, // its own unref'd timer: an idle connection must not keep the process alive
       QUIT: timeouts.quit,
@@ -266,7 +283,7 @@ export class RelayClient extends StateMachine<State> {
   }
 
   static #jobsOf(messages: RelayMessage[]): Job[] {
-    return messages.map((msg) => ({ msg, results: msg.recipients.map(() => undefined), accepted: [], rcptIndex: 0 }));
+    return messages.map((msg) => ({ msg, results: msg.recipients.map(() => undefined), accepted: [], rcptQueue: [], rcptReplies: 0, pipelined: false }));
   }
 
   /**
@@ -326,7 +343,7 @@ export class RelayClient extends StateMachine<State> {
     // A probe: a connection that went bad while idle should not hold the message for long.
     this.#idle.RSET = Math.min(this.#timeouts.mail, PROBE_TIMEOUT_MS);
     this.transition('RSET', 'connection reused');
-    this.#enqueue(() => this.#send('RSET'));
+    this.#enqueue(() => this.#sendRset('connection reused'));
     return this.#done;
   }
 
@@ -454,6 +471,16 @@ export class RelayClient extends StateMachine<State> {
     await this.#writer?.writeLine(line);
   }
 
+  /** Write a pipelined command group in one write (RFC 2920 3.1); never holds credentials. */
+  async #sendGroup(lines: string[]): Promise<void> {
+    if (lines.length === 1) return this.#send(lines[0]);
+    for (const line of lines) {
+      this.#record(`C: ${line}`);
+      this.log.trace({ line }, 'C:');
+    }
+    await this.#writer?.write(lines.map((l) => `${l}\r\n`).join(''));
+  }
+
   #record(line: string): void {
     this.#transcript.push(line.length > TRANSCRIPT_LINE_CHARS ? `${line.slice(0, TRANSCRIPT_LINE_CHARS)}…` : line);
     if (this.#transcript.length > TRANSCRIPT_LINES) this.#transcript.splice(0, this.#transcript.length - TRANSCRIPT_LINES);
@@ -479,7 +506,7 @@ export class RelayClient extends StateMachine<State> {
         this.#fail('RELAY_TLS_FAILED', 'deferred', `TLS handshake with ${this.#describe()} failed${why}`);
       } else if (this.state === 'CONNECT') {
         this.#fail('RELAY_CONNECT_FAILED', 'deferred', `cannot connect to ${this.#describe()}:${this.target.port}${why}`);
-      } else if (this.state === 'BODY' || this.state === 'DATA') {
+      } else if (this.state === 'BODY' || this.state === 'DATA' || this.state === 'DOT') {
         this.#fail('RELAY_CONNECTION_LOST', 'deferred', `${this.#describe()} closed the connection during DATA${why}`);
       } else {
         this.#fail('RELAY_CONNECTION_LOST', 'deferred', `${this.#describe()} closed the connection${why}`);
@@ -615,6 +642,10 @@ export class RelayClient extends StateMachine<State> {
     }
     if (this.state === 'CLOSED') return;
     const ms = this.#idle[this.state];
+    if (this.state === 'DOT') {
+      this.#fail('RELAY_FINAL_DOT_TIMEOUT', 'deferred', `no reply to the empty message's "." from ${this.#describe()} within ${ms} ms`);
+      return;
+    }
     if (this.state === 'BODY') {
       if (this.#dotSent) this.#fail('RELAY_FINAL_DOT_TIMEOUT', 'deferred', `no reply to the final dot from ${this.#describe()} within ${ms} ms`);
       else this.#fail('RELAY_BODY_TIMEOUT', 'deferred', `${this.#describe()} took no message data for ${ms} ms`);
@@ -821,29 +852,52 @@ export class RelayClient extends StateMachine<State> {
 
   /** Start the next message's transaction, or QUIT when none is left. */
   async #nextMessage(): Promise<void> {
+    this.#probing = false;
+    this.#idle.RSET = this.#timeouts.mail;
+    const job = this.#takeJob();
+    if (!job) {
+      if (this.#opts.reuse && !this.#failure) this.#goIdle();
+      else await this.#quit();
+      return;
+    }
+    this.transition('MAIL', `message ${job.msg.id}`);
+    await this.#sendTransaction(job);
+  }
+
+  /** The next message that needs a transaction (those refused before MAIL FROM get their verdict here). */
+  #takeJob(): Job | undefined {
     for (;;) {
       const job = this.#jobs[this.#nextJob++];
       this.#job = job;
-      if (!job) {
-        if (this.#opts.reuse && !this.#failure) this.#goIdle();
-        else await this.#quit();
-        return;
-      }
-      this.#probing = false;
-      this.#idle.RSET = this.#timeouts.mail;
-      if (this.#refuseBeforeMail(job)) continue;
-      this.#dotSent = false;
-      this.transition('MAIL', `message ${job.msg.id}`);
-      const m = job.msg;
-      if (m.eightBit && !this.#caps.eightBitMime) {
-        // Our choice: send the 8-bit body anyway (RFC 6152 does not let us, but nearly every
-        // server accepts it and downgrading means re-encoding a signed message). Noted here.
-        this.#note(`message ${m.id}: 8-bit body sent without 8BITMIME (not offered)`);
-        this.log.warn({ id: m.id }, '8-bit body sent to a server without 8BITMIME');
-      }
-      await this.#send(mailFromCommand({ from: m.from, caps: this.#caps, esmtp: this.#esmtp, size: m.size, eightBit: m.eightBit, smtpUtf8: m.needsSmtpUtf8, dsn: m.dsn }));
-      return;
+      if (!job || !this.#refuseBeforeMail(job)) return job;
     }
+  }
+
+  /**
+   * Write `before` (an RSET) and MAIL FROM; to a server with PIPELINING also every RCPT TO
+   * and DATA, the last command of the group (RFC 2920 3.1). The caller has entered the state
+   * whose reply comes first.
+   */
+  async #sendTransaction(job: Job, before: string[] = []): Promise<void> {
+    const m = job.msg;
+    this.#dotSent = false;
+    job.rcptQueue = m.recipients.flatMap((_r, i) => (job.results[i] ? [] : [i]));
+    job.rcptReplies = 0;
+    job.pipelined = this.#esmtp && this.#caps.pipelining;
+    if (m.eightBit && !this.#caps.eightBitMime) {
+      // Our choice: send the 8-bit body anyway (RFC 6152 does not let us, but nearly every
+      // server accepts it and downgrading means re-encoding a signed message). Noted here.
+      this.#note(`message ${m.id}: 8-bit body sent without 8BITMIME (not offered)`);
+      this.log.warn({ id: m.id }, '8-bit body sent to a server without 8BITMIME');
+    }
+    const lines = [...before, mailFromCommand({ from: m.from, caps: this.#caps, esmtp: this.#esmtp, size: m.size, eightBit: m.eightBit, smtpUtf8: m.needsSmtpUtf8, dsn: m.dsn })];
+    if (job.pipelined) lines.push(...job.rcptQueue.map((i) => this.#rcptCommand(job, i)), 'DATA');
+    await this.#sendGroup(lines);
+  }
+
+  #rcptCommand(job: Job, index: number): string {
+    const r = job.msg.recipients[index];
+    return rcptToCommand(r.address, this.#caps, { notify: r.notify, orcpt: r.orcpt });
   }
 
   /** Permanent failures we can see before MAIL FROM: SMTPUTF8, SIZE, unusable addresses. */
@@ -881,24 +935,40 @@ export class RelayClient extends StateMachine<State> {
 
   do_MAIL_4xx(code: string, reply: SmtpReply): Promise<void> | void {
     if (this.#serviceClosing(code, reply)) return;
-    this.#decideRest(this.#job!, 'deferred', reply, 'MAIL');
-    return this.#rset();
+    return this.#mailRefused('deferred', reply);
   }
 
   do_MAIL_5xx(_code: string, reply: SmtpReply): Promise<void> {
-    this.#decideRest(this.#job!, 'failed', reply, 'MAIL');
-    return this.#rset();
+    return this.#mailRefused('failed', reply);
+  }
+
+  async #mailRefused(status: Status, reply: SmtpReply): Promise<void> {
+    const job = this.#job!;
+    this.#decideRest(job, status, reply, 'MAIL');
+    if (job.pipelined) {
+      // RFC 2920 3.1: the replies to the group's RCPTs and DATA (usually 503) are still to
+      // come; each is read in its state and changes no verdict.
+      this.transition('RCPT', 'sender refused; reading the rest of the group');
+      return;
+    }
+    await this.#rset();
   }
 
   // ---- RCPT ----------------------------------------------------------------------------------
 
-  /** Send the next RCPT TO of the current message, or DATA (or RSET) after the last. */
+  /**
+   * After a RCPT reply (or MAIL's 250): send the next RCPT TO, unless the group already did;
+   * after the last reply, DATA (already on its way if pipelined), or RSET if nobody was accepted.
+   */
   async #nextRcpt(): Promise<void> {
     const job = this.#job!;
-    while (job.rcptIndex < job.msg.recipients.length && job.results[job.rcptIndex]) job.rcptIndex++;
-    if (job.rcptIndex < job.msg.recipients.length) {
-      const r = job.msg.recipients[job.rcptIndex];
-      await this.#send(rcptToCommand(r.address, this.#caps, { notify: r.notify, orcpt: r.orcpt }));
+    if (job.rcptReplies < job.rcptQueue.length) {
+      if (!job.pipelined) await this.#send(this.#rcptCommand(job, job.rcptQueue[job.rcptReplies]));
+      return;
+    }
+    if (job.pipelined) {
+      // RFC 2920 3.1: DATA's reply is read whatever the RCPTs got; do_DATA_354 handles none accepted.
+      this.transition('DATA', `${job.accepted.length} recipient(s) accepted; DATA already sent`);
       return;
     }
     if (job.accepted.length === 0) {
@@ -909,10 +979,20 @@ export class RelayClient extends StateMachine<State> {
     await this.#send('DATA');
   }
 
-  async do_RCPT_2xx(): Promise<void> {
+  /** The recipient the RCPT reply being read is about; undefined once it has a verdict (MAIL refused). */
+  #rcptReplied(): number | undefined {
     const job = this.#job!;
-    job.accepted.push(job.rcptIndex);
-    job.rcptIndex++;
+    const index = job.rcptQueue[job.rcptReplies++];
+    if (job.results[index]) {
+      this.#note(`RCPT reply for ${job.msg.recipients[index].address} after the sender was refused; ignored`);
+      return undefined;
+    }
+    return index;
+  }
+
+  async do_RCPT_2xx(): Promise<void> {
+    const index = this.#rcptReplied();
+    if (index !== undefined) this.#job!.accepted.push(index);
     await this.#nextRcpt();
   }
 
@@ -926,9 +1006,8 @@ export class RelayClient extends StateMachine<State> {
   }
 
   async #rcptRefused(status: Status, reply: SmtpReply): Promise<void> {
-    const job = this.#job!;
-    this.#decide(job, job.rcptIndex, status, reply, 'RCPT');
-    job.rcptIndex++;
+    const index = this.#rcptReplied();
+    if (index !== undefined) this.#decide(this.#job!, index, status, reply, 'RCPT');
     await this.#nextRcpt();
   }
 
@@ -936,6 +1015,14 @@ export class RelayClient extends StateMachine<State> {
 
   async do_DATA_354(): Promise<void> {
     const job = this.#job!;
+    if (job.accepted.length === 0) {
+      // Pipelined, with every RCPT (or the MAIL) refused, and the server says go ahead anyway:
+      // end the data at once, an empty message to nobody (RFC 2920 3.1). The verdicts stand.
+      this.#note('DATA got 354 but no recipient accepted; sending an empty message');
+      this.transition('DOT', 'no recipient accepted');
+      await this.#send('.');
+      return;
+    }
     this.#idle.BODY = this.#timeouts.dataBlock;
     this.transition('BODY', 'go ahead');
     const writer = this.#writer!;
@@ -1007,6 +1094,14 @@ export class RelayClient extends StateMachine<State> {
     this.#decideRest(job, status, reply, 'BODY');
   }
 
+  /** Whatever the reply to the empty message, the transaction is over and nothing was delivered. */
+  async do_DOT_default(code: string, reply: SmtpReply): Promise<void> {
+    if (this.#serviceClosing(code, reply)) return;
+    const job = this.#job!;
+    this.#decideRest(job, 'failed', reply, 'DATA', `RELAY_PROTOCOL: DATA got 354 with no recipient accepted; empty message ended with ${reply.code}`);
+    await this.#nextMessage();
+  }
+
   // ---- RSET ----------------------------------------------------------------------------------
 
   /** Abandon the current transaction before the next one (RFC 5321 4.1.1.5). */
@@ -1016,12 +1111,30 @@ export class RelayClient extends StateMachine<State> {
       await this.#nextMessage();
       return;
     }
-    this.transition('RSET', 'transaction abandoned');
-    await this.#send('RSET');
+    await this.#sendRset('transaction abandoned');
+  }
+
+  /**
+   * RSET; to a server with PIPELINING the next message's transaction goes in the same write
+   * (RSET may appear anywhere in a group, RFC 2920 3.1), and its 250 leads straight to MAIL.
+   */
+  async #sendRset(why: string): Promise<void> {
+    this.transition('RSET', why);
+    const job = this.#esmtp && this.#caps.pipelining ? this.#takeJob() : undefined;
+    this.#rsetLeadsGroup = job !== undefined;
+    if (job) await this.#sendTransaction(job, ['RSET']);
+    else await this.#send('RSET');
   }
 
   async do_RSET_250(): Promise<void> {
-    await this.#nextMessage();
+    if (!this.#rsetLeadsGroup) {
+      await this.#nextMessage();
+      return;
+    }
+    this.#rsetLeadsGroup = false;
+    this.#probing = false;
+    this.#idle.RSET = this.#timeouts.mail;
+    this.transition('MAIL', `message ${this.#job!.msg.id}`);
   }
 
   // ---- IDLE ----------------------------------------------------------------------------------

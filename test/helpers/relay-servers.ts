@@ -24,6 +24,10 @@ export type RawConn = {
   /** The body of the last complete DATA. */
   data: Buffer;
   inData: boolean;
+  /** Replies written on this connection so far (one per `send`, the greeting included). */
+  replies: number;
+  /** Reads ('data' events) on this connection so far. */
+  chunks: number;
 };
 
 type Cleanup = () => Promise<void> | void;
@@ -105,7 +109,7 @@ export function useRelayServers(hooks: Hooks) {
    */
   async function rawServer(onLine: (conn: RawConn, line: string) => void, opts: { greeting?: string | null; onConnection?(conn: RawConn): void } = {}) {
     const commands: string[] = [];
-    const byConn: Array<{ conn: number; line: string }> = [];
+    const byConn: Array<{ conn: number; line: string; repliesBefore: number; chunk: number }> = [];
     const bodies: Buffer[] = [];
     const sockets = new Set<net.Socket>();
     const byId = new Map<number, net.Socket>();
@@ -113,7 +117,7 @@ export function useRelayServers(hooks: Hooks) {
     const lineWaiters: Array<{ match: (l: string) => boolean; resolve: () => void }> = [];
     const seen = (conn: RawConn, line: string): void => {
       commands.push(line);
-      byConn.push({ conn: conn.id, line });
+      byConn.push({ conn: conn.id, line, repliesBefore: conn.replies, chunk: conn.chunks });
       for (const w of [...lineWaiters]) {
         if (w.match(line)) {
           lineWaiters.splice(lineWaiters.indexOf(w), 1);
@@ -131,8 +135,11 @@ export function useRelayServers(hooks: Hooks) {
         id: ++connections,
         data: Buffer.alloc(0),
         inData: false,
+        replies: 0,
+        chunks: 0,
         send(line) {
           if (line.startsWith('354')) conn.inData = true;
+          conn.replies++;
           if (!socket.destroyed) socket.write(`${line}\r\n`);
         },
       };
@@ -140,11 +147,14 @@ export function useRelayServers(hooks: Hooks) {
       opts.onConnection?.(conn);
       if (opts.greeting !== null) conn.send(opts.greeting ?? '220 raw.test ESMTP');
       socket.on('data', (chunk: Buffer) => {
+        conn.chunks++;
         buf = Buffer.concat([buf, chunk]);
         for (;;) {
           if (conn.inData) {
-            const end = buf.indexOf('\r\n.\r\n');
-            if (end < 0) break;
+            // A lone "." straight after the 354 is an empty message.
+            const empty = buf.subarray(0, 3).equals(Buffer.from('.\r\n'));
+            const end = empty ? -2 : buf.indexOf('\r\n.\r\n');
+            if (end === -1) break;
             conn.data = buf.subarray(0, end + 2);
             bodies.push(conn.data);
             buf = buf.subarray(end + 5);
@@ -170,6 +180,12 @@ export function useRelayServers(hooks: Hooks) {
       commands,
       bodies,
       connections: () => connections,
+      /**
+       * The command lines of connection number `id`, each with the number of replies the server
+       * had written when it was handled and the read it came in (lines of one write on loopback
+       * come in one read): a script that holds its replies shows the client did not wait.
+       */
+      timelineOf: (id: number) => byConn.filter((c) => c.conn === id).map(({ line, repliesBefore, chunk }) => ({ line, repliesBefore, chunk })),
       /** The command lines that came over connection number `id`. */
       commandsOn: (id: number) => byConn.filter((c) => c.conn === id).map((c) => c.line),
       /** The server side of connection number `id` (1 = the first). */
@@ -182,12 +198,15 @@ export function useRelayServers(hooks: Hooks) {
   return { cert, cleanups, startSmtp, rawServer };
 }
 
-/** A plain, well-behaved script for `rawServer`; `override` answers first when it returns true. */
-export function script(override?: (conn: RawConn, line: string) => boolean) {
+/**
+ * A plain, well-behaved script for `rawServer`; `override` answers first when it returns true.
+ * With `pipelining` its EHLO reply offers PIPELINING (RFC 2920); it still answers line by line.
+ */
+export function script(override?: (conn: RawConn, line: string) => boolean, opts: { pipelining?: boolean } = {}) {
   return (conn: RawConn, line: string): void => {
     if (override?.(conn, line)) return;
     const verb = line.split(/[ :]/)[0].toUpperCase();
-    if (verb === 'EHLO') conn.send('250-raw.test\r\n250-SIZE 2000000000\r\n250 8BITMIME');
+    if (verb === 'EHLO') conn.send(`250-raw.test\r\n${opts.pipelining ? '250-PIPELINING\r\n' : ''}250-SIZE 2000000000\r\n250 8BITMIME`);
     else if (verb === 'HELO') conn.send('250 raw.test');
     else if (verb === 'DATA') conn.send('354 go ahead');
     else if (line === '.') conn.send('250 2.0.0 queued as RAW1');

@@ -8,15 +8,20 @@ import { makeSetup, startTestHearth } from './hearth.ts';
 import type { TestSetup } from './hearth.ts';
 
 export type Received = { from: string; to: string[]; raw: Buffer };
-export type RemoteMx = { received: Received[]; port: number; close(): Promise<void> };
+export type RemoteMx = { received: Received[]; port: number; connections(): number; close(): Promise<void> };
 
 /** `policy` decides per recipient; the default accepts everything. */
 export async function startRemoteMx(host = '127.0.0.1', policy: (rcpt: string) => 'accept' | 'defer' | 'reject' = () => 'accept'): Promise<RemoteMx> {
   const received: Received[] = [];
+  let connections = 0;
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['AUTH', 'STARTTLS'],
     logger: false,
+    onConnect(_session, cb) {
+      connections++;
+      cb();
+    },
     onRcptTo(address, _session, cb) {
       const verdict = policy(address.address);
       if (verdict === 'defer') return cb(Object.assign(new Error('try again later'), { responseCode: 451 }));
@@ -34,7 +39,7 @@ export async function startRemoteMx(host = '127.0.0.1', policy: (rcpt: string) =
   });
   await new Promise<void>((resolve) => server.listen(0, host, () => resolve()));
   const port = (server.server.address() as { port: number }).port;
-  return { received, port, close: () => new Promise<void>((r) => server.close(() => r())) };
+  return { received, port, connections: () => connections, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
 
 /** Poll `check` (every 25 ms, at most `ms`) until it returns something truthy. */
@@ -48,9 +53,9 @@ export async function waitFor<T>(check: () => T | undefined | Promise<T | undefi
   }
 }
 
-/** The config lines that send a test hearth's remote mail to this MX, found through this DNS server. */
-export function relayToml(remote: { port: number }, dns: { port: number }): string {
-  return `[relay]\nmx_port = ${remote.port}\n[dns]\nservers = ["127.0.0.1:${dns.port}"]\ntimeout = "2s"\n`;
+/** The config lines that send a test hearth's remote mail to this MX, found through this DNS server; `relay` adds lines to [relay]. */
+export function relayToml(remote: { port: number }, dns: { port: number }, relay = ''): string {
+  return `[relay]\nmx_port = ${remote.port}\n${relay}[dns]\nservers = ["127.0.0.1:${dns.port}"]\ntimeout = "2s"\n`;
 }
 
 type Stoppable = { close(): Promise<unknown> } | { cleanup(): Promise<unknown> } | undefined;

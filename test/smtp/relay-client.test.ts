@@ -240,8 +240,9 @@ describe('relay: refusals', () => {
     expect(remote.received[0].envelope.rcptTo.map((r) => r.address)).toEqual(['bob@remote.test']);
   });
 
-  it('sends no DATA when every recipient is refused, and goes on with the next message', async () => {
+  it('sends no DATA when every recipient is refused (no PIPELINING), and goes on with the next message', async () => {
     const remote = await startSmtp({
+      hidePIPELINING: true,
       onRcptTo(address, _s, cb) {
         if (address.address.startsWith('nobody')) cb(Object.assign(new Error('4.2.2 Mailbox full'), { responseCode: 452 }));
         else cb();

@@ -9,7 +9,13 @@ import { silentLogger } from '../../src/core/log.ts';
 import { RelayPool } from '../../src/smtp/relay-pool.ts';
 import type { RelayMessage, RelayOptions, RelayTarget } from '../../src/smtp/relay-client.ts';
 import { makeDeliver } from '../../src/smtp/outbound.ts';
+import { DEFAULT_RELAY_POOL } from '../../src/smtp/relay-pool.ts';
+import { parseConfigText } from '../../src/config/load.ts';
+import nodemailer from 'nodemailer';
 import { makeQueue, removeDir } from '../queue/helpers.ts';
+import { makeSetup, startTestHearth } from '../helpers/hearth.ts';
+import { startDnsServer } from '../helpers/dns-server.ts';
+import { relayToml, startRemoteMx, stopAll, waitFor } from '../helpers/remote-mx.ts';
 import { HELO, replyAndClose, script, short, useRelayServers } from '../helpers/relay-servers.ts';
 import type { Received } from '../helpers/relay-servers.ts';
 
@@ -283,5 +289,38 @@ describe('outbound queue over the pool', () => {
     expect(await h.queue.flush({ timeoutMs: 10_000 })).toEqual({ remaining: 0 });
     expect(sink.connections()).toBeLessThan(n);
     expectEachOnce(sink.received, n);
+  });
+});
+
+describe('relay pool: [relay] config keys', () => {
+  const base = 'hostname = "mx.test.example"\ndomains = ["example.test"]\n';
+
+  it('default to the pool defaults, and refuse bad values', () => {
+    const relay = parseConfigText(base, 'hearth.toml').relay;
+    expect({ idleMs: relay.pool_idle_time, maxIdlePerDestination: relay.pool_max_idle_per_destination, maxIdle: relay.pool_max_idle, maxMessagesPerConnection: relay.pool_max_messages_per_connection }).toEqual(
+      DEFAULT_RELAY_POOL,
+    );
+    const set = parseConfigText(`${base}[relay]\npool_idle_time = "2s"\npool_max_idle_per_destination = 1\npool_max_idle = 0\npool_max_messages_per_connection = 7\n`, 'hearth.toml').relay;
+    expect(set).toMatchObject({ pool_idle_time: 2000, pool_max_idle_per_destination: 1, pool_max_idle: 0, pool_max_messages_per_connection: 7 });
+    expect(() => parseConfigText(`${base}[relay]\npool_max_messages_per_connection = 0\n`, 'hearth.toml')).toThrow(/pool_max_messages_per_connection/);
+    expect(() => parseConfigText(`${base}[relay]\npool_idle = "5s"\n`, 'hearth.toml')).toThrow(/pool_idle/);
+  });
+
+  it('take effect in a running hearth: at most 2 messages per connection opens a second one for the third', async () => {
+    const remote = await startRemoteMx();
+    const dnsServer = await startDnsServer({ 'remote.example': { MX: [{ preference: 10, exchange: 'mx.remote.example' }] }, 'mx.remote.example': { A: ['127.0.0.1'] } });
+    const setup = await makeSetup({
+      toml: `[listeners.submission]\nlisten = "127.0.0.1:0"\ntls = "starttls"\n` + relayToml(remote, dnsServer, 'pool_max_messages_per_connection = 2\npool_idle_time = "30s"\n'),
+    });
+    const hearth = await startTestHearth(setup);
+    cleanups.push(() => stopAll(hearth, remote, dnsServer, setup));
+    const submit = nodemailer.createTransport({ host: '127.0.0.1', port: hearth.port('submission'), requireTLS: true, tls: { rejectUnauthorized: false }, auth: { user: 'alice@example.test', pass: 'alice-password' } });
+    for (let i = 0; i < 3; i++) {
+      await submit.sendMail({ from: 'alice@example.test', to: `friend${i}@remote.example`, subject: `pooled ${i}`, text: `message ${i}\n` });
+      await waitFor(() => remote.received.length === i + 1);
+    }
+    submit.close();
+    expect(remote.received.map((m) => m.to)).toEqual([['friend0@remote.example'], ['friend1@remote.example'], ['friend2@remote.example']]);
+    expect(remote.connections()).toBe(2);
   });
 });
