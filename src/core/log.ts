@@ -22,6 +22,16 @@ export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
 
+/**
+ * The logger a part of hearth logs through: `svc` added unless the caller already named the
+ * service (pino writes a key bound twice twice, and `"svc":"index","svc":"index"` is noise),
+ * plus any further bindings (a connection's `cid` and `peer`).
+ */
+export function named(log: Logger, svc: string, more?: Record<string, unknown>): Logger {
+  if (log.bindings().svc === undefined) return log.child({ svc, ...more });
+  return more ? log.child(more) : log;
+}
+
 /** Short random connection id, present on every log line of that connection. */
 export function newConnectionId(): string {
   return randomBytes(6).toString('base64url');

@@ -17,7 +17,7 @@ import tls from 'node:tls';
 import { tlsHandshake } from '../core/connection.ts';
 import { HearthError } from '../core/errors.ts';
 import { LineReader, SocketWriter } from '../core/lines.ts';
-import { newConnectionId } from '../core/log.ts';
+import { named, newConnectionId } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
 import { StateMachine } from '../core/state-machine.ts';
 import type { NoStrayHandlers } from '../core/state-machine.ts';
@@ -91,7 +91,7 @@ export class Pop3Client extends StateMachine<Pop3State> {
   constructor(opts: Pop3Options) {
     const t = opts.timeoutMs ?? 60_000;
     const idle = Object.fromEntries(POP3_STATES.map((s) => [s, s === 'READY' || s === 'CLOSED' ? 0 : t])) as Record<Pop3State, number>;
-    super('CONNECT', opts.log.child({ svc: 'gather-pop3', cid: newConnectionId(), peer: `${opts.host}:${opts.port}` }), idle, { codePattern: POP3_CODE_PATTERN });
+    super('CONNECT', named(opts.log, 'gather-pop3', { cid: newConnectionId(), peer: `${opts.host}:${opts.port}` }), idle, { codePattern: POP3_CODE_PATTERN });
     this.stopTimer(); // armed when connect() starts
     this.#opts = opts;
   }

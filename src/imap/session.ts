@@ -128,7 +128,7 @@ export class ImapSession extends StateMachine<State> {
   async bad(tag: string | undefined, text: string, counts = true): Promise<void> {
     if (counts) this.#badCommands += 1;
     if (this.#badCommands > (this.opts.maxBadCommands ?? 20)) {
-      this.log.info({ peer: this.conn.remoteAddress }, 'too many bad commands: closing');
+      this.log.info('too many bad commands: closing');
       await this.write(`${tag ?? '*'} BAD ${text}\r\n`);
       await this.#hangUp('* BYE too many bad commands; closing the connection\r\n', 'too many bad commands');
       return;
@@ -428,13 +428,13 @@ export class ImapSession extends StateMachine<State> {
     const peer = this.conn.remoteAddress;
     const verdict = this.opts.limiter.check(peer, username);
     if (!verdict.allowed) {
-      this.log.warn({ peer, user: username, reason: verdict.reason }, 'login refused: locked out after repeated failures');
+      this.log.warn({ user: username, reason: verdict.reason }, 'login refused: locked out after repeated failures');
       return this.tagged(tag, 'NO', `[UNAVAILABLE] too many failed logins; try again in ${Math.ceil(verdict.retryAfterMs / 60_000)} minutes`);
     }
     const box = await this.withTimerPaused(() => this.opts.backend.authenticate(username, password));
     if (!box) {
       const delay = this.opts.limiter.failure(peer, username);
-      this.log.info({ peer, user: username, delayMs: delay }, 'login failed');
+      this.log.info({ user: username, delayMs: delay }, 'login failed');
       await this.withTimerPaused(() => sleep(delay));
       return this.tagged(tag, 'NO', '[AUTHENTICATIONFAILED] invalid user name or password');
     }
@@ -445,7 +445,7 @@ export class ImapSession extends StateMachine<State> {
     mailboxes.on('change', this.#onChange);
     this.username = `${box.user}@${box.domain}`;
     this.#clearLoginDeadline();
-    this.log.info({ peer, user: this.username }, 'logged in');
+    this.log.info({ user: this.username }, 'logged in');
     this.transition('AUTHENTICATED', 'login');
     await this.tagged(tag, 'OK', `[CAPABILITY ${this.capabilities().join(' ')}] logged in`);
   }

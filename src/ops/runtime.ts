@@ -8,6 +8,7 @@ import type { Server as HttpServer } from 'node:http';
 import tls from 'node:tls';
 import { Hono } from 'hono';
 import pino from 'pino';
+import { named } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
 import type { LoginLimiter } from '../core/login-limiter.ts';
 import { HearthMetrics } from '../core/metrics.ts';
@@ -100,7 +101,7 @@ export class OpsRuntime {
     this.catchMode = opts.catchMode ?? false;
     this.errors.attach(opts.log);
     this.errors.onError = () => this.#logErrors.inc();
-    this.tls = new TlsReloader({ certFile: opts.certFile, keyFile: opts.keyFile, log: opts.log.child({ svc: 'tls' }) });
+    this.tls = new TlsReloader({ certFile: opts.certFile, keyFile: opts.keyFile, log: named(opts.log, 'tls') });
     this.tls.onReload = (r) => {
       this.metrics.tlsReloads.inc({ result: r.ok ? 'ok' : 'failed' });
       if (r.ok && this.tls.current) this.metrics.tlsNotAfter.set(Math.floor(this.tls.current.notAfter.getTime() / 1000));

@@ -87,7 +87,7 @@ export class Pop3Session extends StateMachine<State> {
   async #onLoginDeadline(): Promise<void> {
     this.#loginTimer = undefined;
     if (this.state !== 'AUTHORIZATION') return;
-    this.log.info({ peer: this.conn.remoteAddress }, 'no login before the authentication deadline: closing');
+    this.log.info('no login before the authentication deadline: closing');
     this.#saslPending = false;
     this.#release();
     this.transition('CLOSED', 'login deadline');
@@ -194,7 +194,7 @@ export class Pop3Session extends StateMachine<State> {
   async #bad(text: string): Promise<void> {
     this.#badCommands += 1;
     if (this.#badCommands > (this.#opts.maxBadCommands ?? 10)) {
-      this.log.info({ peer: this.conn.remoteAddress }, 'too many bad commands: closing');
+      this.log.info('too many bad commands: closing');
       await this.err('too many bad commands; closing the connection');
       this.#release();
       this.transition('CLOSED', 'too many bad commands');
@@ -301,7 +301,7 @@ export class Pop3Session extends StateMachine<State> {
     const peer = this.conn.remoteAddress;
     const verdict = this.#opts.limiter.check(peer, username);
     if (!verdict.allowed) {
-      this.log.warn({ peer, user: username, reason: verdict.reason }, 'login refused: locked out after repeated failures');
+      this.log.warn({ user: username, reason: verdict.reason }, 'login refused: locked out after repeated failures');
       return this.err(`too many failed logins; try again in ${Math.ceil(verdict.retryAfterMs / 60_000)} minutes`, 'SYS/TEMP');
     }
     // The login deadline (or a shutdown) may close the session while we wait on the store: after
@@ -310,7 +310,7 @@ export class Pop3Session extends StateMachine<State> {
     const box = await this.withTimerPaused(() => this.#opts.backend.authenticate(username, password));
     if (!box) {
       const delay = this.#opts.limiter.failure(peer, username);
-      this.log.info({ peer, user: username, delayMs: delay }, 'login failed');
+      this.log.info({ user: username, delayMs: delay }, 'login failed');
       if (abandoned()) return;
       await this.withTimerPaused(() => sleep(delay));
       return this.err('invalid user name or password', 'AUTH');
@@ -339,7 +339,7 @@ export class Pop3Session extends StateMachine<State> {
       return;
     }
     this.#username = `${box.user}@${box.domain}`;
-    this.log.info({ peer, user: this.#username, messages: this.#entries.length }, 'logged in');
+    this.log.info({ user: this.#username, messages: this.#entries.length }, 'logged in');
     this.#clearLoginDeadline();
     this.#badCommands = 0;
     this.transition('TRANSACTION', 'login');

@@ -27,6 +27,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { GroupCommit } from '../core/group-commit.ts';
 import { HearthError } from '../core/errors.ts';
+import { named } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
 import type { Scheduler } from '../core/scheduler.ts';
 import { buildDsn, headerBlock } from './dsn.ts';
@@ -197,7 +198,7 @@ export class OutboundQueue {
     this.#deliver = opts.deliver;
     this.#bounce = opts.bounce;
     this.#hostname = opts.hostname;
-    this.#log = opts.log.child({ svc: 'queue' });
+    this.#log = named(opts.log, 'queue');
     this.#now = opts.now ?? Date.now;
     this.#fsync = opts.fsync ?? true;
   }

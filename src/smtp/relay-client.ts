@@ -21,7 +21,7 @@ import tls from 'node:tls';
 import { tlsHandshake } from '../core/connection.ts';
 import { HearthError } from '../core/errors.ts';
 import { DotStuffer, LineReader, SocketWriter } from '../core/lines.ts';
-import { newConnectionId } from '../core/log.ts';
+import { named, newConnectionId } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
 import { REPLY_CODE_PATTERN, StateMachine } from '../core/state-machine.ts';
 import type { NoStrayHandlers, ReplyClass } from '../core/state-machine.ts';
@@ -268,7 +268,7 @@ export class RelayClient extends StateMachine<State> {
       QUIT: timeouts.quit,
       CLOSED: 0,
     };
-    const log = opts.log.child({ svc: 'relay', cid: newConnectionId(), peer: `${target.host}:${target.port}` });
+    const log = named(opts.log, 'relay', { cid: newConnectionId(), peer: `${target.host}:${target.port}` });
     super('CONNECT', log, idle, { codePattern: REPLY_CODE_PATTERN });
     this.stopTimer(); // armed again when run() connects
     this.target = target;

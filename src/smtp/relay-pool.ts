@@ -5,6 +5,7 @@
 // when every exchange on it went as expected; after a connection-level failure, an unexpected
 // reply or a timeout it is closed (relay-client.ts never goes IDLE then). Caps: idle
 // connections per destination and in total, messages per connection.
+import { named } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
 import { RelayClient, relay, validateInput } from './relay-client.ts';
 import type { RelayMessage, RelayOptions, RelaySession, RelayTarget } from './relay-client.ts';
@@ -56,7 +57,7 @@ export class RelayPool {
     this.#maxPerDestination = opts.maxIdlePerDestination ?? DEFAULT_RELAY_POOL.maxIdlePerDestination;
     this.#maxIdle = opts.maxIdle ?? DEFAULT_RELAY_POOL.maxIdle;
     this.#maxMessages = opts.maxMessagesPerConnection ?? DEFAULT_RELAY_POOL.maxMessagesPerConnection;
-    this.#log = opts.log.child({ svc: 'relay-pool' });
+    this.#log = named(opts.log, 'relay-pool');
   }
 
   /** Idle connections now (all destinations). */

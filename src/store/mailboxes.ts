@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { silentLogger } from '../core/log.ts';
+import { named, silentLogger } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
 import { applyKeywords, applyLetters, compareDeliveryOrder, imapFlags, parseMaildirName, splitFlags, visibleLetters, withVisibleLetters } from './flags.ts';
 import { INDEX_FILE, IndexDb } from './index-db.ts';
@@ -213,7 +213,7 @@ export class MailStore {
 
   constructor(opts: MailStoreOptions) {
     this.maildir = opts.maildir;
-    this.#log = (opts.log ?? silentLogger()).child({ svc: 'index' });
+    this.#log = named(opts.log ?? silentLogger(), 'index');
     this.#fullText = opts.fullText ?? true;
     this.#junk = opts.junk;
   }

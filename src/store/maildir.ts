@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { silentLogger } from '../core/log.ts';
+import { named, silentLogger } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
 import { nodeStoreIo } from './io.ts';
 import type { StoreIo } from './io.ts';
@@ -142,7 +142,7 @@ export class MaildirStore {
     this.root = path.resolve(opts.root);
     this.#host = escapeHostname(opts.hostname ?? os.hostname());
     this.#fsync = opts.fsync ?? true;
-    this.#log = (opts.log ?? silentLogger()).child({ svc: 'store' });
+    this.#log = named(opts.log ?? silentLogger(), 'store');
     this.#io = { ...nodeStoreIo, ...opts.io };
     this.#clock = opts.clock ?? Date.now;
   }

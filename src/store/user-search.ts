@@ -9,6 +9,7 @@
 //
 // The index is a prefilter and may lag: a message it does not hold yet is always a candidate,
 // so an answer is never missing a message because indexing is behind.
+import { named } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
 import { FullTextIndex, bodyTextFromRawSync, foldText, headersFromRaw } from './fulltext.ts';
 import type { FullTextField } from './fulltext.ts';
@@ -55,7 +56,7 @@ export class UserSearch {
   /** Open the index beside `mailboxes` and start following it; undefined (logged) if it cannot be opened. */
   static open(mailboxes: UserMailboxes, log: Logger): UserSearch | undefined {
     const file = FullTextIndex.pathFor(mailboxes.dir);
-    const ulog = log.child({ user: mailboxes.box.user, domain: mailboxes.box.domain, svc: 'fulltext' });
+    const ulog = named(log, 'fulltext', { user: mailboxes.box.user, domain: mailboxes.box.domain });
     let index: FullTextIndex;
     try {
       index = FullTextIndex.open(file, ulog);

@@ -20,6 +20,7 @@ import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { secureHeaders } from 'hono/secure-headers';
 import { streamSSE } from 'hono/streaming';
 import { serve } from '@hono/node-server';
+import { named } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
 import type { LoginLimiter } from '../core/login-limiter.ts';
 import type { SummaryProvider } from '../imap/message-info.ts';
@@ -195,7 +196,7 @@ function serveAsset(c: Context<Env>, a: Asset | undefined): Response {
 }
 
 export function createWebmailApp(deps: WebmailDeps): WebmailApp {
-  const log = deps.log.child({ svc: 'webmail' });
+  const log = named(deps.log, 'webmail');
   const now = deps.now ?? Date.now;
   const sessions = new SessionStore({ idleMs: deps.sessionIdleMs ?? 4 * 3_600_000, maxMs: deps.sessionMaxMs ?? 7 * 86_400_000, now });
   const cookieName = deps.secureCookies ? '__Host-hearth' : 'hearth';
