@@ -1119,11 +1119,20 @@ export class RelayClient extends StateMachine<State> {
    * (RSET may appear anywhere in a group, RFC 2920 3.1), and its 250 leads straight to MAIL.
    */
   async #sendRset(why: string): Promise<void> {
+    // send() queues this behind whatever the connection already heard: a close or a 421 that
+    // came first has ended it, and a dead connection must not be brought back to life.
+    if (this.#failure) return;
     this.transition('RSET', why);
     const job = this.#esmtp && this.#caps.pipelining ? this.#takeJob() : undefined;
     this.#rsetLeadsGroup = job !== undefined;
-    if (job) await this.#sendTransaction(job, ['RSET']);
-    else await this.#send('RSET');
+    if (job) {
+      // A server may hold the RSET's reply until it has worked through the MAIL and every RCPT
+      // of the group (RFC 2920 3.2), so the short probe timer of an RSET sent alone would take
+      // a slow but sound server for a dead connection: wait as long as for the MAIL reply.
+      this.#idle.RSET = this.#timeouts.mail;
+      this.rearm();
+      await this.#sendTransaction(job, ['RSET']);
+    } else await this.#send('RSET');
   }
 
   async do_RSET_250(): Promise<void> {

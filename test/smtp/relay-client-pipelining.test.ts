@@ -2,11 +2,12 @@
 // RCPT TO and DATA go out in one write and the replies are matched to them in order; without
 // it, one command per reply as before. Raw scripted remotes show what arrived before which
 // reply; smtp-server remotes show it against a real implementation.
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import net from 'node:net';
 import { Readable } from 'node:stream';
 import { silentLogger } from '../../src/core/log.ts';
-import { relay } from '../../src/smtp/relay-client.ts';
-import type { RelayMessage, RelayTarget } from '../../src/smtp/relay-client.ts';
+import { relay, RelayClient } from '../../src/smtp/relay-client.ts';
+import type { RelayMessage, RelaySession, RelayTarget } from '../../src/smtp/relay-client.ts';
 import { RelayPool } from '../../src/smtp/relay-pool.ts';
 import { HELO, script, short, useRelayServers } from '../helpers/relay-servers.ts';
 import type { RawConn } from '../helpers/relay-servers.ts';
@@ -248,5 +249,86 @@ describe('relay: PIPELINING not offered', () => {
     const from = t.findIndex((l) => l.startsWith('C: MAIL'));
     // MAIL, RCPT, RCPT, DATA: each answered before the next is sent.
     expect(t.slice(from, from + 8).map((l) => l.slice(0, 1))).toEqual(['C', 'S', 'C', 'S', 'C', 'S', 'C', 'S']);
+  });
+});
+
+describe('relay: PIPELINING on a reused connection', () => {
+  it('a pipelined reuse RSET whose reply a server holds while it checks the group is not taken for a dead connection', async () => {
+    // RFC 2920 3.2: a server may keep the replies to RSET, MAIL and RCPT until it has worked
+    // through the group; here the second transaction's replies wait on a slow recipient check.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      let release: () => void = () => undefined;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const held: string[] = [];
+      const raw = await rawServer(
+        script(
+          (conn, line) => {
+            if (conn.id !== 1 || !conn.replies || raw.commandsOn(1).filter((l) => l === 'RSET').length === 0) return false;
+            const v = verb(line).toUpperCase();
+            if (v === 'RSET' || v === 'MAIL' || v === 'RCPT') {
+              held.push(v === 'RCPT' ? '250 2.1.5 ok' : '250 2.0.0 ok');
+              return true;
+            }
+            if (v === 'DATA') {
+              void released.then(() => {
+                for (const reply of held.splice(0)) conn.send(reply);
+                conn.send('354 go ahead');
+              });
+              return true;
+            }
+            return false;
+          },
+          { pipelining: true },
+        ),
+      );
+      const p = new RelayPool({ log, idleMs: 5_000 });
+      const opts = { heloName: HELO, log, timeouts: short({ mail: 60_000, rcpt: 60_000, data: 60_000 }) };
+      await p.relay(plain(raw.port), [message('m1', ['a@remote.test'])], opts);
+      const dataSeen = raw.nextLine((l) => l === 'DATA');
+      const pending = p.relay(plain(raw.port), [message('m2', ['b@remote.test'])], opts);
+      await dataSeen;
+      // Longer than the 20 s an RSET sent alone may take, shorter than the MAIL timeout.
+      await vi.advanceTimersByTimeAsync(25_000);
+      release();
+      const second = await pending;
+      // Not given up as stale (which would open a second connection): delivered over the first.
+      expect(raw.connections()).toBe(1);
+      expect(second.results[0].recipients[0]).toMatchObject({ status: 'delivered', state: 'BODY' });
+      expect(raw.bodies).toHaveLength(2);
+      await p.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe('relay: a reused connection that closes as it is handed a message', () => {
+  it('stays CLOSED with no timer when the remote hangs up just before send()', async () => {
+    const raw = await rawServer(script(undefined, { pipelining: true }));
+    const sockets: net.Socket[] = [];
+    const connect = net.connect;
+    const spy = vi.spyOn(net, 'connect').mockImplementation(((...args: Parameters<typeof net.connect>) => {
+      const s = connect(...args);
+      sockets.push(s);
+      return s;
+    }) as typeof net.connect);
+    try {
+      const client = new RelayClient(plain(raw.port), [message('m1', ['a@remote.test'])], { heloName: HELO, log, timeouts: short(), reuse: { idleMs: 5_000 } });
+      await client.run();
+      expect(client.idle).toBe(true);
+      // The client has seen the close (its handler is queued) but not acted on it yet when the
+      // pool hands it the next message, as a pool taking it in the same tick would.
+      const handed = new Promise<Promise<RelaySession>>((resolve) => sockets[0].once('close', () => resolve(client.send([message('m2', ['b@remote.test'])]))));
+      raw.socketOf(1).destroy();
+      const session = await (await handed);
+      expect(session.staleConnection).toBe(true);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(client.state).toBe('CLOSED');
+      expect(client.timerArmed).toBe(false);
+      expect(raw.commandsOn(1)).not.toContain('RSET');
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
