@@ -36,6 +36,20 @@ async function readPassword(opts: { passwordStdin?: boolean }, prompt: string): 
   return first;
 }
 
+/**
+ * `sudo npm start` on a setup that belongs to the service's account would leave root-owned
+ * folders and files that the service cannot use afterwards: say so before it happens.
+ */
+async function warnRootOverOthersFiles(configDir: string): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  const { stat } = await import('node:fs/promises');
+  const st = await stat(configDir).catch(() => undefined);
+  if (!st || st.uid === 0) return;
+  process.stderr.write(
+    `warning: hearth runs as root, but ${configDir} belongs to user id ${st.uid}: mail folders and files made now will belong to root, and a service running as that account cannot use them. Run it as that account, or through its systemd unit (\`hearth service systemd\`).\n`,
+  );
+}
+
 /** Tell a running server that users changed, so it does not wait for the file watcher. */
 async function nudgeServer(configDir: string): Promise<void> {
   try {
@@ -71,6 +85,7 @@ export function buildCli(): Command {
             (setup.address ? `First user: ${setup.address}\nPassword:   ${setup.password}\n(shown once; change it with \`hearth user passwd ${setup.address}\`)\n\n` : '\n'),
         );
       }
+      await warnRootOverOthersFiles(configDir);
       const { startHearth } = await import('./main.ts');
       // Handlers go in before start-up, so a signal that arrives while hearth starts is not lost.
       let signals = 0;
@@ -116,7 +131,7 @@ export function buildCli(): Command {
         process.exitCode = 1;
         return;
       }
-      process.stdout.write(`${loaded.file}: OK (${loaded.config.domains.join(', ')})\n`);
+      process.stdout.write(`${loaded.file}, users and aliases: OK (domains: ${loaded.config.domains.join(', ')})\n`);
     });
 
   const user = program.command('user').description('manage mail users (config/users, Dovecot passwd-file format)');

@@ -1,7 +1,7 @@
 // The `hearth` command line, run as a real child process on the pinned Node.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -219,5 +219,36 @@ describe('hearth serve --log-format', () => {
     );
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('--log-format must be pretty or json');
+  });
+});
+
+describe('hearth serve as root on another account\'s setup', () => {
+  // Only root can run into this (and give the folder away to set it up); CI runs as root.
+  it.runIf(process.getuid?.() === 0)('warns that what it creates will belong to root', async () => {
+    const setup = await makeSetup({ users: {} });
+    try {
+      await chown(setup.configDir, 4242, 4242);
+      const r = await hearth(['check', '--config', setup.configDir]);
+      expect(r.code).toBe(0); // check only reads: no warning needed
+      expect(r.stderr).not.toContain('runs as root');
+      const child = spawn(process.execPath, [CLI, 'serve', '--config', setup.configDir], { env: { ...process.env, HEARTH_LOG: 'json' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 20_000);
+        child.stderr.on('data', () => {
+          if (stderr.includes('belongs to user id 4242')) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      child.kill('SIGTERM');
+      await exited;
+      expect(stderr).toContain(`warning: hearth runs as root, but ${setup.configDir} belongs to user id 4242`);
+    } finally {
+      await setup.cleanup();
+    }
   });
 });

@@ -184,6 +184,9 @@ export function registerServiceCommands(program: Command): void {
         return;
       }
       await writeFile(opts.output, unit, { mode: 0o644 });
-      process.stderr.write(`wrote ${opts.output}\nnext: sudo systemctl daemon-reload && sudo systemctl enable --now hearth\nlogs: journalctl -u hearth -f\n`);
+      // Written elsewhere (to look at it first), the unit still has to go where systemd reads units.
+      const installed = resolve(opts.output).startsWith('/etc/systemd/system/');
+      const copy = installed ? '' : `cp ${resolve(opts.output)} /etc/systemd/system/hearth.service && `;
+      process.stderr.write(`wrote ${opts.output}\nnext, as root: ${copy}systemctl daemon-reload && systemctl enable --now hearth\nlogs: journalctl -u hearth -f\n`);
     });
 }

@@ -107,10 +107,18 @@ export function controlRequest(path: string, cmd: string, args: Record<string, u
     });
     socket.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      const notRunning = err.code === 'ENOENT' || err.code === 'ECONNREFUSED';
-      reject(notRunning ? new HearthError('CONTROL_NOT_RUNNING', `no hearth server is running (no answer on ${path})`, { cause: err }) : err);
+      reject(controlSocketError(err, path));
     });
   });
+}
+
+/** What failing to reach the control socket means, for a person: not running, or not yours. */
+export function controlSocketError(err: NodeJS.ErrnoException, path: string): Error {
+  if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') return new HearthError('CONTROL_NOT_RUNNING', `no hearth server is running (no answer on ${path})`, { cause: err });
+  if (err.code === 'EACCES' || err.code === 'EPERM') {
+    return new HearthError('CONTROL_DENIED', `the running server's control socket ${path} is not open to you: run this as the account hearth runs as (e.g. \`sudo -u hearth …\`), or as root`, { cause: err });
+  }
+  return err;
 }
 
 async function isAlive(path: string): Promise<boolean> {
@@ -118,6 +126,7 @@ async function isAlive(path: string): Promise<boolean> {
     await controlRequest(path, 'status', {}, 2_000);
     return true;
   } catch (err) {
-    return (err as HearthError).code === 'CONTROL_FAILED';
+    // A server we may not talk to is still a server on this data directory.
+    return (err as HearthError).code === 'CONTROL_FAILED' || (err as HearthError).code === 'CONTROL_DENIED';
   }
 }

@@ -149,7 +149,8 @@ describe('hearth service systemd', () => {
     const r = await runCli(['service', 'systemd', '--config', setup.configDir, '--user', 'hearth', '--output', file]);
     expect(r.code).toBe(0);
     expect(r.stderr).toContain(`wrote ${file}`);
-    expect(r.stderr).toContain('systemctl enable --now hearth');
+    // Written outside systemd's folder: the next step copies it there first.
+    expect(r.stderr).toContain(`next, as root: cp ${file} /etc/systemd/system/hearth.service && systemctl daemon-reload && systemctl enable --now hearth`);
     const k = keys(await readFile(file, 'utf8'));
     expect(k.get('ExecStart')![0]).toBe(`${k.get('ExecStart')![0].split(' ')[0]} ${CLI} serve --config ${setup.configDir} --log-format json`);
     expect((await stat(k.get('ExecStart')![0].split(' ')[0])).isFile()).toBe(true); // the Node that runs hearth
