@@ -180,6 +180,7 @@ export function registerOpsCommands(program: Command): void {
       const findings = await runDoctor({
         hostname: config.hostname,
         domains: config.domains,
+        addresses: config.client.addresses,
         resolver,
         dnsTimeoutMs: timeoutMs,
         certificate: cert instanceof Error ? { file: loaded.tlsCert, error: cert.message } : { file: loaded.tlsCert, cert, key },

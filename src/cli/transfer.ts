@@ -50,6 +50,7 @@ const seconds = (ms: number): string => {
 };
 const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
 /** Backup sizes run from a few KiB (a fresh server) to many GiB. */
+const plural = (n: number, one: string, many: string): string => `${n} ${n === 1 ? one : many}`;
 const human = (n: number): string => (n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : n < 1073741824 ? mib(n) : `${(n / 1073741824).toFixed(2)} GiB`);
 
 /** A progress display: a @clack/prompts bar on a terminal, plain lines otherwise. */
@@ -227,7 +228,7 @@ export function registerTransferCommands(program: Command): void {
   data/          <- ${loaded.dataDir}
   manifest.json  (last entry) sizes and SHA-256 of all ${m.counts.files} files
 `);
-        process.stdout.write(`  ${m.counts.users} users, ${m.counts.mailboxes} mailboxes, ${m.counts.messages} messages, ${m.counts.queueFiles} queue files, ${m.counts.dkimKeys} DKIM keys; ${m.counts.files} files, ${human(m.counts.bytes)}\n`);
+        process.stdout.write(`  ${m.counts.users} users, ${plural(m.counts.mailboxes, 'mailbox', 'mailboxes')}, ${m.counts.messages} messages, ${m.counts.queueFiles} queue files, ${m.counts.dkimKeys} DKIM keys; ${m.counts.files} files, ${human(m.counts.bytes)}\n`);
         if (m.vanished) process.stdout.write(`  ${m.vanished} file(s) removed while copying (expunged messages, delivered queue entries, deleted folders) were left out\n`);
         if (r.external.included.length) process.stdout.write(`  external/      <- files hearth.toml names outside ${loaded.dir} and ${loaded.dataDir}:\n`);
         for (const e of r.external.included) process.stdout.write(`    included ${e.original} (${e.keys.join(', ')}) as ${e.path}\n`);
@@ -277,7 +278,7 @@ export function registerTransferCommands(program: Command): void {
       }
       const m = r.manifest;
       bar.stop(`restored ${abs}`);
-      process.stdout.write(`restored ${m.counts.files} files (${m.counts.messages} messages, ${m.counts.users} users), all matching the manifest of ${m.createdAt}:\n  config/ -> ${configDir} (${r.configFiles} files)\n  data/   -> ${dataDir} (${r.dataFiles} files: ${m.counts.mailboxes} mailboxes, ${m.counts.queueFiles} queue files)\n`);
+      process.stdout.write(`restored ${m.counts.files} files (${m.counts.messages} messages, ${m.counts.users} users), all matching the manifest of ${m.createdAt}:\n  config/ -> ${configDir} (${r.configFiles} files)\n  data/   -> ${dataDir} (${r.dataFiles} files: ${plural(m.counts.mailboxes, 'mailbox', 'mailboxes')}, ${m.counts.queueFiles} queue files)\n`);
       if (r.externalFiles.length) process.stdout.write(`files hearth.toml named outside its config folder were restored under ${join(configDir, 'restored-external')} (hearth.toml was not changed):\n`);
       for (const e of r.externalFiles) {
         const keys = e.keys.join(', ');

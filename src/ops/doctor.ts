@@ -3,9 +3,11 @@
 // values, the certificate files, a resolver and a way to list the running queue, so every check
 // runs against fixtures in tests (a loopback DNS server, a local "port 25" listener).
 import { X509Certificate, createPrivateKey } from 'node:crypto';
+import dns from 'node:dns';
 import type { promises as dnsPromises } from 'node:dns';
 import net from 'node:net';
 import { resolveRoute } from '../queue/routing.ts';
+import { addressRecords, recordData } from '../setup/dns-records.ts';
 import type { QueueEntry } from '../queue/queue.ts';
 
 export type Severity = 'ok' | 'warn' | 'fail' | 'skip';
@@ -14,6 +16,8 @@ export type Finding = { check: 'dns' | 'rdns' | 'tls' | 'queue' | 'outbound'; se
 export type DoctorInput = {
   hostname: string;
   domains: string[];
+  /** [client] addresses: this server's public addresses, filled into the A/AAAA record to add (as `hearth dns` does). */
+  addresses?: string[];
   resolver: dnsPromises.Resolver;
   dnsTimeoutMs?: number;
   /** The served certificate (PEM) and its key, or why they could not be read. */
@@ -103,7 +107,10 @@ export async function checkDns(input: DoctorInput): Promise<Finding[]> {
   // The server's own name: it must resolve, and its addresses should point back (FCrDNS).
   const own = await addresses(resolver, host);
   if (own.length === 0) {
-    out.push({ check: 'dns', severity: 'fail', message: `${host} (hostname in hearth.toml) has no A or AAAA record`, fix: `add the record  ${host}. A <this server's public IPv4 address>  (and AAAA for IPv6)` });
+    const records = addressRecords([host], input.addresses ?? []);
+    const lines = records.map((r) => `${r.name}. ${r.type} ${recordData(r)}`).join('  and  ');
+    const unknown = records.some((r) => (r.type === 'A' || r.type === 'AAAA') && !r.address);
+    out.push({ check: 'dns', severity: 'fail', message: `${host} (hostname in hearth.toml) has no A or AAAA record`, fix: `add the record${records.length === 1 ? '' : 's'}  ${lines}${unknown ? '  (AAAA only if it has IPv6; set [client] addresses in hearth.toml to have the addresses filled in)' : ''}` });
   } else {
     out.push({ check: 'dns', severity: 'ok', message: `${host} has address ${own.join(', ')}` });
     for (const ip of own) {
@@ -181,12 +188,43 @@ export async function checkQueue(input: Pick<DoctorInput, 'queue' | 'now' | 'stu
   return out;
 }
 
-/** Connect and wait for the greeting, bounded; resolves with the first line or the failure. */
-export type Probe = { ok: true; banner: string } | { ok: false; error: string; connected: boolean };
+/**
+ * Connect and wait for the greeting, bounded; resolves with the first line or the failure.
+ * `resolving`: the failure came while looking the name up (DNS), before any connection attempt.
+ */
+export type Probe = { ok: true; banner: string } | { ok: false; error: string; connected: boolean; resolving: boolean };
 
-export function probeSmtp(host: string, port: number, timeoutMs: number): Promise<Probe> {
+type Lookup = NonNullable<net.TcpNetConnectOpts['lookup']>;
+type LookupAnswer = Array<{ address: string; family: number }>;
+
+/** A net.connect lookup through `resolver` (the [dns] servers), not the machine's resolver: A, then AAAA. */
+function resolverLookup(resolver: dnsPromises.Resolver): Lookup {
+  return ((hostname: string, options: { all?: boolean }, callback: (err: Error | null, address: string | LookupAnswer, family?: number) => void) => {
+    const both = Promise.allSettled([resolver.resolve4(hostname), resolver.resolve6(hostname)]);
+    both.then(([v4, v6]) => {
+      const found: LookupAnswer = [...(v4.status === 'fulfilled' ? v4.value.map((address) => ({ address, family: 4 })) : []), ...(v6.status === 'fulfilled' ? v6.value.map((address) => ({ address, family: 6 })) : [])];
+      if (found.length === 0) {
+        // The A answer says most (NXDOMAIN, SERVFAIL, timeout); AAAA only when A had no data.
+        const failed = [v4, v6].filter((r) => r.status === 'rejected').map((r) => r.reason as NodeJS.ErrnoException);
+        const err = failed.find((e) => e.code !== 'ENODATA') ?? failed[0] ?? Object.assign(new Error(`${hostname} has no address`), { code: 'ENODATA' });
+        callback(err, '');
+      } else if (options.all) callback(null, found);
+      else callback(null, found[0].address, found[0].family);
+    }, (err: Error) => callback(err, ''));
+  }) as Lookup;
+}
+
+export function probeSmtp(host: string, port: number, timeoutMs: number, resolver?: dnsPromises.Resolver): Promise<Probe> {
   return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
+    // Any error out of the lookup is a DNS failure, whatever its code (c-ares has ECONNREFUSED too).
+    let resolving = false;
+    const lookup = resolver ? resolverLookup(resolver) : (dns.lookup as unknown as Lookup);
+    const tracked = ((hostname: string, options: object, callback: (err: Error | null, ...rest: unknown[]) => void) =>
+      lookup(hostname, options as never, ((err: Error | null, ...rest: unknown[]) => {
+        if (err) resolving = true;
+        callback(err, ...rest);
+      }) as never)) as Lookup;
+    const socket = net.connect({ host, port, lookup: tracked });
     let buffered = '';
     let connected = false;
     socket.once('connect', () => (connected = true));
@@ -195,7 +233,7 @@ export function probeSmtp(host: string, port: number, timeoutMs: number): Promis
       socket.removeAllListeners('data');
       socket.on('error', () => undefined);
       socket.destroy();
-      resolve(r.ok ? r : { ...r, connected });
+      resolve(r.ok ? r : { ...r, connected, resolving });
     };
     const timer = setTimeout(() => done({ ok: false, error: `no answer within ${Math.round(timeoutMs / 1000)} s` }), timeoutMs);
     socket.setEncoding('utf8');
@@ -211,15 +249,27 @@ export function probeSmtp(host: string, port: number, timeoutMs: number): Promis
   });
 }
 
-export async function checkOutbound(input: Pick<DoctorInput, 'outbound'>): Promise<Finding[]> {
+/** A name that does not resolve is a DNS problem: say so, instead of blaming the port. */
+function unresolved(host: string, error: string, what: string): Finding {
+  return {
+    check: 'dns',
+    severity: 'fail',
+    message: `${what}: cannot resolve ${host} (${error}); that is a DNS problem, not a blocked port, and mail to other domains needs working DNS too`,
+    fix: `check the DNS servers in [dns] servers in hearth.toml (or, when unset, the machine's resolver: /etc/resolv.conf, resolvectl status) and that they answer for ${host} (dig ${host}); then run hearth doctor again`,
+  };
+}
+
+export async function checkOutbound(input: Pick<DoctorInput, 'outbound'> & { resolver?: dnsPromises.Resolver }): Promise<Finding[]> {
   const o = input.outbound;
   if (o.smarthost) {
-    const r = await probeSmtp(o.smarthost.host, o.smarthost.port, o.timeoutMs);
+    const r = await probeSmtp(o.smarthost.host, o.smarthost.port, o.timeoutMs, input.resolver);
+    if (!r.ok && r.resolving) return [unresolved(o.smarthost.host, r.error, `the smarthost ${o.smarthost.host}:${o.smarthost.port} was not tried`)];
     // Implicit-TLS smarthosts (465) do not greet in clear text; reaching them is what counts.
     if (r.ok || r.connected) return [{ check: 'outbound', severity: 'ok', message: `mail leaves through the smarthost ${o.smarthost.host}:${o.smarthost.port}${r.ok ? ` (${r.banner})` : ''}` }];
     return [{ check: 'outbound', severity: 'fail', message: `the smarthost ${o.smarthost.host}:${o.smarthost.port} cannot be reached: ${r.error}`, fix: 'check relay.smarthost in hearth.toml (host:port of your provider\'s submission server) and the firewall' }];
   }
-  const r = await probeSmtp(o.testHost, o.testPort, o.timeoutMs);
+  const r = await probeSmtp(o.testHost, o.testPort, o.timeoutMs, input.resolver);
+  if (!r.ok && r.resolving) return [unresolved(o.testHost, r.error, `outbound port ${o.testPort} was not tested`)];
   if (r.ok) return [{ check: 'outbound', severity: 'ok', message: `outbound port ${o.testPort} works (${o.testHost} answered: ${r.banner})` }];
   return [
     {

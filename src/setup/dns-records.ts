@@ -94,6 +94,25 @@ export type RecordOptions = {
 
 const SRV_PRIORITY: Record<ClientService, number> = { submissions: 0, submission: 10, imaps: 0, imap: 10, pop3s: 20, pop3: 30 };
 
+/**
+ * The A/AAAA records that make each name lead to this server: one per address in [client]
+ * addresses, or placeholders (no `address`) when none is configured. Also used by `hearth doctor`.
+ */
+export function addressRecords(names: string[], addresses: string[]): DnsRecord[] {
+  const records: DnsRecord[] = [];
+  const v4 = addresses.filter((a) => !a.includes(':'));
+  const v6 = addresses.filter((a) => a.includes(':'));
+  for (const name of new Set(names)) {
+    if (addresses.length === 0) {
+      records.push({ kind: 'address', type: 'A', name, why: `${name} must lead to this server: its public IPv4 address (set [client] addresses to have it filled in)` });
+      records.push({ kind: 'address', type: 'AAAA', name, why: `and its public IPv6 address, if it has one` });
+    }
+    for (const address of v4) records.push({ kind: 'address', type: 'A', name, address, why: `${name} leads to this server` });
+    for (const address of v6) records.push({ kind: 'address', type: 'AAAA', name, address, why: `${name} leads to this server (IPv6)` });
+  }
+  return records;
+}
+
 /** Every record `domain` needs, in the order a person would add them. */
 export function dnsRecords(opts: RecordOptions): DnsRecord[] {
   const { config } = opts;
@@ -105,16 +124,7 @@ export function dnsRecords(opts: RecordOptions): DnsRecord[] {
 
   records.push({ kind: 'mx', type: 'MX', name: domain, priority: 10, exchange: mx, why: `other servers deliver mail for ${domain} to ${mx}` });
 
-  const v4 = config.client.addresses.filter((a) => !a.includes(':'));
-  const v6 = config.client.addresses.filter((a) => a.includes(':'));
-  for (const name of new Set([mx, settings.hostname])) {
-    if (config.client.addresses.length === 0) {
-      records.push({ kind: 'address', type: 'A', name, why: `${name} must lead to this server: its public IPv4 address (set [client] addresses to have it filled in)` });
-      records.push({ kind: 'address', type: 'AAAA', name, why: `and its public IPv6 address, if it has one` });
-    }
-    for (const address of v4) records.push({ kind: 'address', type: 'A', name, address, why: `${name} leads to this server` });
-    for (const address of v6) records.push({ kind: 'address', type: 'AAAA', name, address, why: `${name} leads to this server (IPv6)` });
-  }
+  records.push(...addressRecords([mx, settings.hostname], config.client.addresses));
 
   const smarthost = config.relay.mode === 'smarthost';
   records.push({

@@ -275,19 +275,33 @@ const strictlyInside = (p: string, root: string): boolean => {
 
 const isMessage = (rel: string): boolean => /(^|\/)(cur|new)\/[^/]+$/.test(rel) && !rel.startsWith('config/');
 
-function countsOf(files: ManifestFile[], usersText: string): BackupCounts {
+/**
+ * A user's mailbox is data/<domain>/<user>: its INBOX Maildir (cur/, new/, tmp/) and its index
+ * live right there. A mailbox is known by any of them, so one that only had mail delivered (no
+ * index yet) or holds no message (folders only) counts too; `me` in two domains is two.
+ */
+const MAILBOX_PART = new RegExp(`^data/([^/.][^/]*)/([^/.][^/]*)/(cur|new|tmp|${INDEX_NAME.replace(/\./g, '\\.')})(/|$)`);
+
+function countMailboxes(paths: Iterable<string>): number {
   const mailboxes = new Set<string>();
-  let messages = 0;
-  for (const f of files) {
-    if (!f.path.startsWith('data/')) continue;
-    if (isMessage(f.path)) messages++;
-    if (f.path.endsWith('/' + INDEX_NAME)) mailboxes.add(f.path);
+  for (const p of paths) {
+    const m = MAILBOX_PART.exec(p);
+    if (m) mailboxes.add(`${m[1]}/${m[2]}`);
   }
+  return mailboxes.size;
+}
+
+/** How backups before the domain/user count counted mailboxes (index files); their manifests carry that number. */
+const legacyMailboxCount = (files: ManifestFile[]): number => files.filter((f) => f.path.startsWith('data/') && f.path.endsWith('/' + INDEX_NAME)).length;
+
+function countsOf(files: ManifestFile[], dirs: ManifestDir[], usersText: string): BackupCounts {
+  let messages = 0;
+  for (const f of files) if (f.path.startsWith('data/') && isMessage(f.path)) messages++;
   return {
     users: usersText.split('\n').filter((l) => l.trim() && !l.trim().startsWith('#')).length,
     dkimKeys: files.filter((f) => /^config\/dkim\/.+\.pem$/.test(f.path)).length,
     queueFiles: files.filter((f) => f.path.startsWith('data/queue/')).length,
-    mailboxes: mailboxes.size,
+    mailboxes: countMailboxes([...files.map((f) => f.path), ...dirs.map((d) => d.path)]),
     messages,
     files: files.length,
     bytes: files.reduce((n, f) => n + f.size, 0),
@@ -636,7 +650,7 @@ export async function createBackup(opts: { configDir: string; dataDir: string; o
       }
     }
     const usersText = await fsp.readFile(path.join(opts.configDir, 'users'), 'utf8').catch(() => '');
-    const manifest: Manifest = { format: 'hearth-backup', version: 2, createdAt: new Date().toISOString(), counts: countsOf(files, usersText), vanished, files, dirs, ...(external.missing.length ? { externalMissing: external.missing } : {}) };
+    const manifest: Manifest = { format: 'hearth-backup', version: 2, createdAt: new Date().toISOString(), counts: countsOf(files, dirs, usersText), vanished, files, dirs, ...(external.missing.length ? { externalMissing: external.missing } : {}) };
     await addEntry(pack, { name: MANIFEST_FILE, size: 0, mode: 0o600, mtime: new Date() }, Buffer.from(JSON.stringify(manifest, null, 1) + '\n'));
     pack.finalize();
     await written;
@@ -852,7 +866,10 @@ async function scanArchive(archive: string, sink: FileSink | undefined, onProgre
   // A path cannot be restored as a file and a folder at once.
   for (const p of listed) for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) if (listed.has(p.slice(0, i))) problems.push(`${p.slice(0, i)}: both a file and a folder in the archive`);
   for (const d of manifest.dirs ?? []) if (listed.has(d.path)) problems.push(`${d.path}: both a file and a folder in the archive`);
-  const counts = countsOf(manifest.files, usersText);
+  const counts = countsOf(manifest.files, manifest.dirs ?? [], usersText);
+  // An archive made before mailboxes were counted by domain/user carries the old number: not
+  // damage. Report the right one from here on (restore prints it).
+  if (manifest.counts.mailboxes !== counts.mailboxes && manifest.counts.mailboxes === legacyMailboxCount(manifest.files)) manifest.counts.mailboxes = counts.mailboxes;
   for (const k of Object.keys(counts) as Array<keyof BackupCounts>) {
     if (counts[k] !== manifest.counts[k]) problems.push(`count of ${k}: ${counts[k]} in the archive, the manifest says ${manifest.counts[k]}`);
   }

@@ -137,4 +137,50 @@ describe('hearth doctor', () => {
     expect(run.stdout).toContain('skip  queue    hearth is not running');
     expect(run.stdout).toMatch(/ok {4}outbound outbound port \d+ works/);
   }, 30_000);
+
+  it('fills the address record in from [client] addresses, as hearth dns does', async () => {
+    const dns = await startDnsServer(ZONE);
+    cleanups.push(() => dns.close());
+    const base = { hostname: 'mx.unknown.test', domains: [], resolver: dns.resolver({ timeout: 1000 }), certificate: { file: 'c', error: 'ENOENT' }, dkim: [], queue: async () => [] as QueueEntry[], outbound: { testHost: '127.0.0.1', testPort: await fakeMx('220 ok'), timeoutMs: 2000 } };
+    const filled = find(await runDoctor({ ...base, addresses: ['203.0.113.7', '2001:db8::7'] }), 'fail', /mx\.unknown\.test .* has no A or AAAA record/);
+    expect(filled?.fix).toContain('mx.unknown.test. A 203.0.113.7');
+    expect(filled?.fix).toContain('mx.unknown.test. AAAA 2001:db8::7');
+    expect(filled?.fix).not.toContain('<');
+    const placeholder = find(await runDoctor(base), 'fail', /mx\.unknown\.test .* has no A or AAAA record/);
+    expect(placeholder?.fix).toContain('mx.unknown.test. A <public IPv4 address of this server>');
+    expect(placeholder?.fix).toContain('[client] addresses');
+  });
+
+  it('reports a port-25 test host that does not resolve as a DNS problem, not a blocked port', async () => {
+    const dns = await startDnsServer(ZONE, { drop: ['slow.test'] });
+    cleanups.push(() => dns.close());
+    const resolver = dns.resolver({ timeout: 300, tries: 1 });
+    for (const [host, code] of [['nowhere.test', 'ENOTFOUND'], ['slow.test', 'ETIMEOUT']] as const) {
+      const r = await checkOutbound({ resolver, outbound: { testHost: host, testPort: 25, timeoutMs: 3000 } });
+      expect(r).toHaveLength(1);
+      expect(r[0], host).toMatchObject({ check: 'dns', severity: 'fail', message: expect.stringContaining(`${host} (${code})`) });
+      expect(r[0].message).not.toMatch(/looks blocked/);
+      expect(r[0].fix).toMatch(/\[dns\] servers/);
+      expect(r[0].fix).toMatch(/resolv/);
+    }
+    // A name that resolves, to a closed port: still the blocked-port finding.
+    const refused = await checkOutbound({ resolver, outbound: { testHost: 'mx.good.test', testPort: await closedPort(), timeoutMs: 2000 } });
+    expect(refused[0]).toMatchObject({ check: 'outbound', severity: 'fail' });
+  }, 20_000);
+
+  it('`hearth doctor` uses [client] addresses and tells a DNS failure from a blocked port', async () => {
+    const dns = await startDnsServer(ZONE);
+    cleanups.push(() => dns.close());
+    const setup = await makeSetup({ toml: `[dns]\nservers = ["127.0.0.1:${dns.port}"]\ntimeout = "1s"\n\n[client]\naddresses = ["203.0.113.7"]\n` });
+    cleanups.push(() => setup.cleanup());
+    const run = await promisify(execFile)(process.execPath, [CLI, 'doctor', '--config', setup.configDir, '--port25-test', 'nowhere.test:25', '--timeout', '2'], { encoding: 'utf8' }).then(
+      (r) => ({ code: 0, stdout: r.stdout }),
+      (err: { code: number; stdout: string }) => ({ code: err.code, stdout: err.stdout }),
+    );
+    expect(run.code).toBe(1);
+    expect(run.stdout).toContain('mx.test.example. A 203.0.113.7');
+    expect(run.stdout).not.toContain('<this server');
+    expect(run.stdout).toMatch(/nowhere\.test \(ENOTFOUND\)/);
+    expect(run.stdout).not.toMatch(/port 25 looks blocked/);
+  }, 30_000);
 });
