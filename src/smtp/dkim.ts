@@ -69,6 +69,9 @@ export class DkimSigner {
     // silently yields no signature (DESIGN.md), hence the cast past mailauth's typings.
     const options = {
       canonicalization: 'relaxed/relaxed',
+      // One signing time: without it mailauth reads the clock for t= when it signs and again
+      // when it writes the header, and a half second passing in between broke the signature.
+      signTime: new Date(),
       signatureData: keys.map((k) => ({ signingDomain: k.domain, selector: k.selector, privateKey: k.privateKey, algorithm: k.algorithm })),
     } as unknown as Parameters<typeof dkimSign>[1];
     const result = await dkimSign(message, options);

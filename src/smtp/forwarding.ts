@@ -133,21 +133,28 @@ export class Forwarder {
 
   async #seal(message: Buffer, key: ArcKey, arc: { cv: string; authResults: string }): Promise<Buffer> {
     try {
-      const seal = await sealMessage(message, {
-        signingDomain: key.domain,
-        selector: key.selector,
-        privateKey: key.privateKey,
-        algorithm: key.algorithm,
-        authResults: arc.authResults,
-        cv: arc.cv,
-      } as Parameters<typeof sealMessage>[1]);
-      return Buffer.concat([seal, message]);
+      return await arcSeal(message, key, arc);
     } catch (err) {
       // An unsealed forward still carries the original DKIM signature: better than none.
       this.#log.error({ err: (err as Error).message, domain: key.domain }, 'ARC sealing failed; forwarding unsealed');
       return message;
     }
   }
+}
+
+/** The message with our ARC set (RFC 8617) on top: seal, message signature, our results. */
+export async function arcSeal(message: Buffer, key: ArcKey, arc: { cv: string; authResults: string }): Promise<Buffer> {
+  const seal = await sealMessage(message, {
+    signingDomain: key.domain,
+    selector: key.selector,
+    privateKey: key.privateKey,
+    algorithm: key.algorithm,
+    authResults: arc.authResults,
+    cv: arc.cv,
+    // One signing time for the seal and the message signature (see DkimSigner.sign).
+    signTime: new Date(),
+  } as Parameters<typeof sealMessage>[1]);
+  return Buffer.concat([seal, message]);
 }
 
 /** Header fields, unfolded: name lower-cased, value without the leading space. */
