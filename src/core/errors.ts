@@ -11,6 +11,11 @@ export class HearthError extends Error {
   }
 }
 
+/** An error's message for a log line or a reply text (anything thrown, not only Errors). */
+export function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
 /** Is this an I/O error that means "the disk is full or broken", not a bug? */
 export function isStorageFault(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;

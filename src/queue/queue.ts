@@ -26,7 +26,7 @@ import { Readable } from 'node:stream';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { GroupCommit } from '../core/group-commit.ts';
-import { HearthError } from '../core/errors.ts';
+import { errText, HearthError } from '../core/errors.ts';
 import { named } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
 import type { Scheduler } from '../core/scheduler.ts';
@@ -124,7 +124,6 @@ const STATE_VERSION = 1;
 let idCounter = 0;
 
 const isFinal = (r: QueuedRecipient): boolean => r.status === 'delivered' || r.status === 'failed';
-const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 const noop = (): void => {};
 
 /** The domain part, lower-cased: the unit of routing and of per-domain concurrency. */

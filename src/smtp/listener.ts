@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import { HearthError, isStorageFault } from '../core/errors.ts';
+import { HearthError, errText, isStorageFault } from '../core/errors.ts';
 import { ConnectionCounter } from '../core/limits.ts';
 import { newConnectionId } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
@@ -374,14 +374,10 @@ export class SmtpListener<R> {
       log.info('transaction aborted by shutdown; nothing stored');
       return smtpError(421, SHUTDOWN_ABORT);
     }
-    if ((err as HearthError).code === 'STORE_ABORTED' && CLIENT_GONE.has((cause as NodeJS.ErrnoException | undefined)?.code ?? '')) {
-      // The message stream ended early (the client went away); the store removed the partial file.
-      log.info({ why: errorText(cause) }, 'transaction aborted during DATA; nothing stored');
-      return smtpError(451, '4.4.2 Connection lost during DATA');
-    }
-    if ((cause as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE') {
-      // Nobody is left to read a reply; the store already removed the partial file.
-      log.info('client disconnected during DATA; nothing stored');
+    if (CLIENT_GONE.has((cause as NodeJS.ErrnoException | undefined)?.code ?? '')) {
+      // The message stream ended early (the client went away); the store removed the partial
+      // file, and nobody is left to read this reply.
+      log.info({ why: errText(cause) }, 'client disconnected during DATA; nothing stored');
       return smtpError(451, '4.4.2 Connection lost during DATA');
     }
     if (isStorageFault(err) || isStorageFault(cause)) {
@@ -400,8 +396,4 @@ function lastOf<T>(set: Set<T>): T | undefined {
   let last: T | undefined;
   for (const item of set) last = item;
   return last;
-}
-
-function errorText(err: unknown): string | undefined {
-  return err instanceof Error ? err.message : err === undefined ? undefined : String(err);
 }

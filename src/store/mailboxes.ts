@@ -6,6 +6,7 @@
 // The index (index-db.ts, node:sqlite) can always be rebuilt from the Maildir, at the cost of new
 // UIDVALIDITYs. All changes for one user run one at a time (an in-process lock), so a UID is
 // handed out once. No protocol text here: IMAP names for flags, numbers for the rest.
+import { errText } from '../core/errors.ts';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
@@ -101,7 +102,6 @@ type Listed = { name: string; inNew: boolean };
 
 const noop = (): void => {};
 const errCode = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
-const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 const ioError = (what: string, err: unknown): StoreError =>
   err instanceof StoreError ? err : new StoreError('STORE_IO', `${what}: ${errText(err)}`, { cause: err });
 const sameKeywords = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((k, i) => k === b[i]);

@@ -12,6 +12,7 @@
 // S= is the file's size; W= is Dovecot's "virtual size", the size with every line ending as CRLF
 // (what IMAP RFC822.SIZE and POP3 LIST report, RFC 3501 2.3.4, RFC 1939 5), counted while the
 // file is written so no reader ever has to parse a message just to know its size.
+import { errText } from '../core/errors.ts';
 import { GroupCommit } from '../core/group-commit.ts';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -54,7 +55,6 @@ type Resolved = { target: Required<DeliveryTarget>; dir: string; inboxDir: strin
 
 const noop = (): void => {};
 const errCode = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
-const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /** `,S=<size>,W=<vsize>`, the size fields of a Maildir name as Dovecot writes them. */
 export function sizeFields(size: number, vsize: number | null): string {

@@ -9,6 +9,7 @@
 //
 // The index is a prefilter and may lag: a message it does not hold yet is always a candidate,
 // so an answer is never missing a message because indexing is behind.
+import { errText } from '../core/errors.ts';
 import { named } from '../core/log.ts';
 import type { Logger } from '../core/log.ts';
 import { FullTextIndex, bodyTextFromRawSync, foldText, headersFromRaw } from './fulltext.ts';
@@ -19,7 +20,6 @@ import { StoreError } from './names.ts';
 /** Messages indexed per transaction (and between yields to the event loop) while catching up. */
 const CATCH_UP_BATCH = 20;
 
-const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /** Set while a UserSearch is open, so callers holding only the UserMailboxes can find it. */
 const registry = new WeakMap<UserMailboxes, UserSearch>();
